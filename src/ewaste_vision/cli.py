@@ -1,0 +1,232 @@
+"""The `ewaste` command: a thin layer over the Python API.
+
+`ewaste train` options are generated from `TrainConfig`, so the CLI, YAML recipes and the API
+cannot drift apart. User errors print one line and exit 2; nothing prints a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import logging
+import sys
+import typing
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ewaste_vision.errors import UserError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `ewaste` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    handler: Handler | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 2
+    try:
+        return handler(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted; a training run continues with `ewaste train --out RUN --resume`", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ewaste", description="See into electronic waste.")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    models = commands.add_parser("models", help="list the backbones")
+    models.set_defaults(handler=_cmd_models)
+
+    train = commands.add_parser("train", help="train a model on a dataset folder into a run directory")
+    train.add_argument("data", help="dataset folder")
+    train.add_argument("--config", type=Path, help="YAML file of settings (flags given here win)")
+    _add_config_options(train)
+    train.set_defaults(handler=_cmd_train)
+
+    evaluate = commands.add_parser("evaluate", help="score a run on its test split or on other data")
+    evaluate.add_argument("run", type=Path, help="run directory")
+    evaluate.add_argument("--data", type=Path, help="evaluate on this dataset instead of the run's own split")
+    evaluate.add_argument("--split", default="test", help="train, val, test or all (default test)")
+    evaluate.set_defaults(handler=_cmd_evaluate)
+
+    predict = commands.add_parser("predict", help="top-k classes for image files and folders")
+    predict.add_argument("run", type=Path, help="run directory")
+    predict.add_argument("paths", nargs="+", type=Path, help="images or folders of images")
+    predict.add_argument("--out", type=Path, help="write results to FILE.csv or FILE.json")
+    predict.add_argument("--top-k", type=int, default=3, help="classes per image (default 3)")
+    predict.add_argument("--batch-size", type=int, default=32)
+    predict.set_defaults(handler=_cmd_predict)
+
+    demo = commands.add_parser("demo", help="the whole job on synthetic boards, offline, in minutes")
+    demo.add_argument(
+        "--out", type=Path, default=Path("ewaste-demo"), help="output folder (default ewaste-demo)"
+    )
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(handler=_cmd_demo)
+
+    data = commands.add_parser("data", help="dataset tools")
+    data_commands = data.add_subparsers(title="data commands", metavar="COMMAND")
+    check = data_commands.add_parser("check", help="images per class, unreadable files, duplicates, leakage")
+    check.add_argument("dir", type=Path)
+    check.add_argument("--json", type=Path, help="also write the report as JSON")
+    check.set_defaults(handler=_cmd_data_check)
+    synth = data_commands.add_parser("synth-pcb", help="draw synthetic circuit boards with YOLO labels")
+    synth.add_argument("--out", type=Path, required=True)
+    synth.add_argument("-n", type=int, default=200, help="number of boards (default 200)")
+    synth.add_argument("--size", type=int, default=320, help="board image size in pixels (default 320)")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.set_defaults(handler=_cmd_data_synth)
+    return parser
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    """One option per `TrainConfig` field, defaults suppressed so YAML values are not overridden."""
+    from ewaste_vision.config import TrainConfig, config_fields
+
+    hints = typing.get_type_hints(TrainConfig)
+    for field in config_fields():
+        if field.name in ("data", "extra"):
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        doc = _field_doc(field.name)
+        hint = hints[field.name]
+        if hint is bool:
+            parser.add_argument(
+                flag,
+                dest=field.name,
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=doc,
+            )
+        elif field.name == "split":
+            parser.add_argument(
+                flag,
+                dest=field.name,
+                type=float,
+                nargs=3,
+                default=argparse.SUPPRESS,
+                metavar=("TRAIN", "VAL", "TEST"),
+                help=doc,
+            )
+        else:
+            kind = int if hint is int else float if hint is float else str
+            parser.add_argument(flag, dest=field.name, type=kind, default=argparse.SUPPRESS, help=doc)
+
+
+def _field_doc(name: str) -> str:
+    # The attribute docstrings of TrainConfig are the help texts.
+    import ast
+    import inspect
+
+    from ewaste_vision import config
+
+    tree = ast.parse(inspect.getsource(config.TrainConfig))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    for node, following in itertools.pairwise(body):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and getattr(node.target, "id", None) == name
+            and isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+        ):
+            return str(following.value.value)
+    return ""
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from ewaste_vision.models.registry import available_backbones, get_backbone_spec
+
+    for name in available_backbones():
+        spec = get_backbone_spec(name)
+        print(f"{name:20s} {spec.input_size:4d}px  {spec.summary}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from ewaste_vision.config import TrainConfig, config_fields, load_config_file
+    from ewaste_vision.training.trainer import saved_config, train
+
+    values: dict[str, Any] = load_config_file(args.config) if args.config else {}
+    if getattr(args, "resume", False):
+        values = {**saved_config(Path(args.out if "out" in vars(args) else TrainConfig.out)), **values}
+    for field in config_fields():
+        if field.name in vars(args):
+            values[field.name] = getattr(args, field.name)
+    values["data"] = args.data
+    if "split" in values:
+        values["split"] = tuple(values["split"])
+    result = train(TrainConfig(**values), progress=sys.stderr.isatty())
+    if result is None:
+        return 0
+    from ewaste_vision.tasks import get_task
+
+    print(get_task(result.metrics.get("task", values.get("task", "classify"))).headline(result.metrics))
+    print(f"run directory: {result.run_dir}  (report: {result.report}, {result.seconds:.0f} s)")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from ewaste_vision.evaluate import evaluate_run
+    from ewaste_vision.inference import Predictor
+
+    metrics, report = evaluate_run(args.run, data=args.data, split=args.split, progress=sys.stderr.isatty())
+    print(Predictor.from_run(args.run).task.headline(metrics))
+    print(f"report: {report}")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from ewaste_vision.predict import predict_to_file
+
+    rows, skipped = predict_to_file(
+        args.run, args.paths, args.out, args.top_k, args.batch_size, progress=sys.stderr.isatty()
+    )
+    if args.out is None:
+        for row in rows:
+            print(row["file"], " ".join(f"{c}={p:.3f}" for c, p in row["top"]))
+    else:
+        print(f"wrote {len(rows)} predictions to {args.out}")
+    for path, reason in skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from ewaste_vision.demo import run_demo
+
+    run_demo(args.out, seed=args.seed, progress=sys.stderr.isatty())
+    return 0
+
+
+def _cmd_data_check(args: argparse.Namespace) -> int:
+    from ewaste_vision.data.check import check_dataset, format_report
+    from ewaste_vision.io.atomic import write_json
+
+    report = check_dataset(args.dir)
+    print(format_report(report))
+    if args.json:
+        write_json(args.json, report.to_dict())
+    return 0
+
+
+def _cmd_data_synth(args: argparse.Namespace) -> int:
+    from ewaste_vision.data.synth import write_synthetic_boards
+
+    if args.n < 1:
+        raise UserError(f"-n must be at least 1, got {args.n}")
+    root = write_synthetic_boards(args.out, args.n, seed=args.seed, size=args.size)
+    print(f"wrote {args.n} synthetic boards with YOLO labels to {root}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""Typed configuration shared by the CLI, the Python API and YAML recipes.
+
+The CLI builds its `train` options from these fields, and `--config FILE.yaml` fills the same
+fields, so a recipe and a command line always mean the same thing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ewaste_vision.errors import UserError
+
+STRATEGIES = ("linear", "finetune", "full")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides what `ewaste train` does."""
+
+    data: str = ""
+    """Dataset folder (class folders, optionally under train/val/test)."""
+    out: str = "runs/run"
+    """Run directory to create (or resume)."""
+    task: str = "classify"
+    """Task name from the task registry (`classify`)."""
+    backbone: str = "efficientnet_lite0"
+    """Backbone name from `ewaste models`; the default is the best one with offline weights."""
+    weights: str | None = None
+    """Local file of backbone weights to use instead of a download."""
+    pretrained: bool = True
+    """Start from ImageNet weights when they can be had."""
+    strategy: str = "linear"
+    """`linear` (frozen backbone, cached features), `finetune` (last stages) or `full`."""
+    image_size: int = 0
+    """Input resolution in pixels; 0 means the backbone's own (224 for most)."""
+    batch_size: int = 32
+    """Images per optimisation step."""
+    max_epochs: int = 15
+    """Upper bound on epochs that train backbone layers; early stopping usually ends sooner."""
+    head_epochs: int = 200
+    """Upper bound on epochs of head training on cached features (`linear`, and the warm-up of
+    `finetune`/`full`); each takes about a second."""
+    lr: float = 1e-3
+    """Adam learning rate of the head; unfrozen backbone layers use a tenth of it."""
+    weight_decay: float = 1e-4
+    """L2 penalty of Adam."""
+    dropout: float = 0.2
+    """Dropout before the linear head."""
+    patience: int = 5
+    """Epochs without a better validation loss before training stops."""
+    seed: int = 0
+    """Seed for splits, initialisation, augmentation and data order."""
+    split: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    """Train/val/test fractions used when the dataset has no split of its own."""
+    duplicate_distance: int = 4
+    """Perceptual-hash Hamming distance up to which two images count as near-duplicates."""
+    augment: bool = True
+    """Random crops, flips and colour changes while training."""
+    head_warmup: bool = True
+    """`finetune`/`full`: first fit the head on cached frozen features, then train the backbone."""
+    feature_views: int = 2
+    """`linear` strategy: cached views per training image (1 = as is, 2 = also mirrored)."""
+    precision: str = "auto"
+    """`auto` (bf16 where the hardware supports it), `bf16` or `32`."""
+    devices: int = 1
+    """Processes (CPU) or GPUs; more than one trains with DDP."""
+    accelerator: str = "auto"
+    """`auto`, `cpu` or `gpu`."""
+    resume: bool = False
+    """Continue an interrupted run in `out` from its last checkpoint."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Task-specific settings."""
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise UserError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        if self.precision not in ("auto", "bf16", "32"):
+            raise UserError(f"unknown precision {self.precision!r}; choose auto, bf16 or 32")
+        if len(self.split) != 3 or abs(sum(self.split) - 1.0) > 1e-6 or min(self.split) <= 0:
+            raise UserError(f"split {self.split} must be three positive fractions that sum to 1")
+        for name in ("batch_size", "max_epochs", "head_epochs", "devices", "feature_views"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.image_size < 0 or 0 < self.image_size < 32:
+            raise UserError(
+                f"image_size {self.image_size} is too small; use 32 or more (or 0 for the default)"
+            )
+        self.split = tuple(float(x) for x in self.split)  # type: ignore[assignment]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types only, for YAML."""
+        values = dataclasses.asdict(self)
+        values["split"] = list(self.split)
+        return values
+
+
+def config_fields() -> list[dataclasses.Field[Any]]:
+    """The fields of `TrainConfig`, for building command-line options."""
+    return list(dataclasses.fields(TrainConfig))
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """Read a YAML recipe into a dict of `TrainConfig` fields, rejecting unknown keys."""
+    if not path.is_file():
+        raise UserError(f"{path}: config file not found")
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise UserError(f"{path}{where}: not valid YAML; fix the syntax") from exc
+    if not isinstance(values, dict):
+        raise UserError(f"{path}: expected a mapping of settings at the top level")
+    known = {f.name for f in config_fields()}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise UserError(f"{path}: unknown setting {unknown[0]!r}; known settings: {', '.join(sorted(known))}")
+    if "split" in values:
+        values["split"] = tuple(values["split"])
+    return values

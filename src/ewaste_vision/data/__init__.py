@@ -1,0 +1,1 @@
+"""Data: image readers, dataset layouts (class folders, YOLO), splits, duplicates, synthetic boards."""

@@ -1,0 +1,213 @@
+"""A dataset health check: what is there, what cannot be read, and which images are copies.
+
+It backs `ewaste data check DIR`: people run it before training to learn whether the test score
+they are about to get can be trusted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ewaste_vision.data.dedup import (
+    duplicate_groups,
+    fingerprints_cached,
+    group_duplicates,
+    unreadable_reason,
+)
+from ewaste_vision.data.folders import read_class_folders
+from ewaste_vision.data.records import SPLITS
+
+NO_SPLIT = "all"
+"""Column name of the image counts when the data gives no split."""
+
+_LISTED = 10
+"""Problems of one kind listed in full by `format_report`; the rest are counted."""
+
+
+@dataclass
+class DataReport:
+    """The findings of `check_dataset`. Paths are absolute.
+
+    Attributes:
+        root: the folder that holds the class (or split) folders.
+        class_names: classes found, sorted.
+        splits: split names in the data, or `[NO_SPLIT]` when it gives none.
+        counts: readable images per class, then per split.
+        unreadable: (file, reason) for each image that cannot be decoded.
+        ignored: (path, reason) for files and folders the reader left out (not images, empty classes).
+        exact_duplicates: groups of byte-identical files.
+        near_duplicates: groups of near-copies (resized, recompressed, lightly edited), some not identical.
+        cross_split: duplicate groups whose members sit in different splits, as (split, file).
+        cross_class: duplicate groups whose members carry different classes, as (class, file).
+    """
+
+    root: Path
+    class_names: list[str]
+    splits: list[str]
+    counts: dict[str, dict[str, int]]
+    unreadable: list[tuple[Path, str]] = field(default_factory=list)
+    ignored: list[tuple[Path, str]] = field(default_factory=list)
+    exact_duplicates: list[list[Path]] = field(default_factory=list)
+    near_duplicates: list[list[Path]] = field(default_factory=list)
+    cross_split: list[list[tuple[str, Path]]] = field(default_factory=list)
+    cross_class: list[list[tuple[str, Path]]] = field(default_factory=list)
+
+    @property
+    def has_split(self) -> bool:
+        """True when the data came with its own split."""
+        return self.splits != [NO_SPLIT]
+
+    @property
+    def total(self) -> int:
+        """Readable images."""
+        return sum(sum(per_split.values()) for per_split in self.counts.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready data; file paths are relative to `root`."""
+
+        def rel(path: Path) -> str:
+            return _relative(path, self.root)
+
+        return {
+            "root": str(self.root),
+            "has_split": self.has_split,
+            "class_names": self.class_names,
+            "splits": self.splits,
+            "counts": self.counts,
+            "total": self.total,
+            "unreadable": [{"file": rel(path), "reason": reason} for path, reason in self.unreadable],
+            "ignored": [{"path": rel(path), "reason": reason} for path, reason in self.ignored],
+            "exact_duplicates": [[rel(path) for path in group] for group in self.exact_duplicates],
+            "near_duplicates": [[rel(path) for path in group] for group in self.near_duplicates],
+            "cross_split": [
+                [{"split": s, "file": rel(path)} for s, path in group] for group in self.cross_split
+            ],
+            "cross_class": [
+                [{"class": c, "file": rel(path)} for c, path in group] for group in self.cross_class
+            ],
+        }
+
+
+def check_dataset(
+    root: Path, cache_file: Path | None = None, invariant: bool = False, max_distance: int = 4
+) -> DataReport:
+    """Read the class folders under `root`, decode every image, and look for duplicates.
+
+    Args:
+        root: a dataset folder in a layout `read_class_folders` accepts.
+        cache_file: JSON file that keeps image fingerprints between runs.
+        invariant: count flipped and rotated copies as duplicates too.
+        max_distance: perceptual-hash bits two near-copies may differ in (of 64).
+
+    Raises:
+        DataError: the folder layout cannot be read (see `read_class_folders`).
+    """
+    dataset = read_class_folders(root)
+    paths = [record.path for record in dataset.records]
+    fingerprints = fingerprints_cached(paths, cache_file, invariant=invariant)
+    groups = group_duplicates(fingerprints, max_distance=max_distance)
+
+    splits = (
+        [s for s in SPLITS if any(r.split == s for r in dataset.records)] if dataset.has_split else [NO_SPLIT]
+    )
+    counts = {name: dict.fromkeys(splits, 0) for name in dataset.class_names}
+    for record, fingerprint in zip(dataset.records, fingerprints, strict=True):
+        if fingerprint is not None:
+            counts[dataset.class_names[record.label]][record.split or NO_SPLIT] += 1
+
+    report = DataReport(
+        root=dataset.root,
+        class_names=list(dataset.class_names),
+        splits=splits,
+        counts=counts,
+        unreadable=[
+            (path, unreadable_reason(path) or "cannot be read")
+            for path, fingerprint in zip(paths, fingerprints, strict=True)
+            if fingerprint is None
+        ],
+        ignored=list(dataset.skipped),
+    )
+    for group in duplicate_groups(fingerprints, groups):
+        members = [dataset.records[index] for index in group.members]
+        (report.exact_duplicates if group.exact else report.near_duplicates).append([r.path for r in members])
+        if len({r.split for r in members}) > 1:
+            report.cross_split.append([(r.split or NO_SPLIT, r.path) for r in members])
+        if len({r.label for r in members}) > 1:
+            report.cross_class.append([(dataset.class_names[r.label], r.path) for r in members])
+    return report
+
+
+def format_report(report: DataReport) -> str:
+    """A compact text report: a table of classes by splits, then the problems found."""
+
+    def rel(path: Path) -> str:
+        return _relative(path, report.root)
+
+    split_note = "split given" if report.has_split else "no split given"
+    lines = [
+        f"{report.root}: {len(report.class_names)} classes, {report.total} readable images ({split_note})"
+    ]
+
+    columns = [*report.splits, "total"] if report.has_split else ["images"]
+    name_width = max(len("class"), *(len(name) for name in report.class_names))
+    widths = [max(len(column), 6) for column in columns]
+    lines.append(
+        "  ".join(["class".ljust(name_width)] + [c.rjust(w) for c, w in zip(columns, widths, strict=True)])
+    )
+    rows = [(name, [*report.counts[name].values()]) for name in report.class_names]
+    totals = [sum(report.counts[name][s] for name in report.class_names) for s in report.splits]
+    for name, values in [*rows, ("total", totals)]:
+        cells = [*values, sum(values)] if report.has_split else values
+        lines.append(
+            "  ".join(
+                [name.ljust(name_width)] + [str(v).rjust(w) for v, w in zip(cells, widths, strict=True)]
+            )
+        )
+
+    problems: list[str] = []
+    if report.unreadable:
+        problems.append(
+            f"unreadable images: {len(report.unreadable)} (skipped in training; replace or remove)"
+        )
+        problems += _listed([f"{rel(path)}: {reason}" for path, reason in report.unreadable])
+    if report.exact_duplicates:
+        images = sum(len(group) for group in report.exact_duplicates)
+        problems.append(f"exact duplicate groups: {len(report.exact_duplicates)} ({images} files)")
+        problems += _listed([" = ".join(rel(path) for path in group) for group in report.exact_duplicates])
+    if report.near_duplicates:
+        images = sum(len(group) for group in report.near_duplicates)
+        problems.append(f"near-duplicate groups: {len(report.near_duplicates)} ({images} files)")
+        problems += _listed([" ~ ".join(rel(path) for path in group) for group in report.near_duplicates])
+    if report.cross_class:
+        problems.append(
+            f"duplicate groups with different classes: {len(report.cross_class)} (check the labels)"
+        )
+        problems += _listed([", ".join(f"{rel(p)} [{c}]" for c, p in group) for group in report.cross_class])
+    if report.cross_split:
+        problems.append(
+            f"duplicate groups across splits: {len(report.cross_split)} (test scores are inflated; "
+            "re-split with duplicates grouped)"
+        )
+        problems += _listed([", ".join(f"{rel(p)} [{s}]" for s, p in group) for group in report.cross_split])
+    if report.ignored:
+        problems.append(f"ignored: {len(report.ignored)} files or folders")
+        problems += _listed([f"{rel(path)}: {reason}" for path, reason in report.ignored])
+
+    lines.append("")
+    lines += problems or ["no problems found"]
+    if not report.has_split and (report.exact_duplicates or report.near_duplicates):
+        lines.append("no split given: a grouped split keeps each duplicate group within one split")
+    return "\n".join(lines)
+
+
+def _listed(items: list[str]) -> list[str]:
+    shown = [f"  {item}" for item in items[:_LISTED]]
+    if len(items) > _LISTED:
+        shown.append(f"  ... and {len(items) - _LISTED} more")
+    return shown
+
+
+def _relative(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)

@@ -1,0 +1,98 @@
+"""Reading any image a user may have into one convention: an 8-bit RGB PIL image, upright.
+
+Real folders hold RGBA and palette PNGs, grayscale and 16-bit scans, CMYK JPEGs, phone photos that
+rely on the EXIF orientation tag, and files whose extension lies about their format. Pillow sniffs
+the format from the bytes, so the extension is only used to decide which files to look at.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from ewaste_vision.errors import UnreadableImageError
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".jfif", ".pgm", ".ppm"}
+)
+
+MAX_IMAGE_PIXELS = 120_000_000
+"""Largest image accepted (pixels). A 4080x3060 phone photo is 12.5 M; far larger files are bombs."""
+
+_TRANSPARENT_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+
+
+def is_image_file(path: Path) -> bool:
+    """True for visible files whose extension names an image format."""
+    return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def load_rgb(path: Path | str) -> Image.Image:
+    """Read `path` as an upright 8-bit RGB image.
+
+    Raises:
+        UnreadableImageError: the file is not a decodable image, or is larger than
+            `MAX_IMAGE_PIXELS`.
+    """
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as opened:
+                if opened.width * opened.height > MAX_IMAGE_PIXELS:
+                    raise UnreadableImageError(
+                        path, f"{opened.width}x{opened.height} pixels is over the {MAX_IMAGE_PIXELS} limit"
+                    )
+                opened.load()
+                image = ImageOps.exif_transpose(opened) or opened
+                return to_rgb8(image)
+    except UnreadableImageError:
+        raise
+    except (
+        OSError,
+        SyntaxError,
+        ValueError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UnreadableImageError(path, reason) from exc
+
+
+def to_rgb8(image: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB without wrapping or clipping high-bit-depth values."""
+    mode = image.mode
+    if mode == "RGB":
+        return image.copy()
+    if mode in _TRANSPARENT_MODES or (mode == "P" and "transparency" in image.info):
+        # Transparent product shots are meant to be seen on white, not on black.
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if mode.startswith("I;16") or mode in {"I", "F"}:
+        gray = scale_to_unit(np.asarray(image))
+        return Image.fromarray(np.round(gray * 255).astype(np.uint8), mode="L").convert("RGB")
+    return image.convert("RGB")
+
+
+def scale_to_unit(values: np.ndarray) -> np.ndarray:
+    """Map integer or float pixel values to float32 in [0, 1] by their type's range.
+
+    16-bit data is divided by 65535, not stretched per image, so two scans of the same density
+    stay comparable. 32-bit integers and floats outside [0, 1] fall back to the image's own maximum.
+    """
+    array = np.asarray(values)
+    if array.dtype == np.uint8:
+        return array.astype(np.float32) / 255.0
+    if array.dtype in (np.uint16, np.dtype(">u2"), np.dtype("<u2")):
+        return array.astype(np.float32) / 65535.0
+    as_float = array.astype(np.float32)
+    peak = float(as_float.max()) if as_float.size else 0.0
+    if np.issubdtype(array.dtype, np.integer):
+        scale = 65535.0 if peak <= 65535 else peak
+    else:
+        scale = 1.0 if peak <= 1.0 else peak
+    return np.clip(as_float / max(scale, 1e-12), 0.0, 1.0)

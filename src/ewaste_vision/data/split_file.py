@@ -1,0 +1,43 @@
+"""`split.csv` in a run directory: which image went to which split, so evaluation reuses it."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from ewaste_vision.data.records import ImageRecord
+from ewaste_vision.errors import RunError
+from ewaste_vision.io.atomic import write_text
+
+COLUMNS = ("path", "label", "class", "split", "group")
+
+
+def write_split_file(path: Path, records: list[ImageRecord], class_names: list[str]) -> Path:
+    """Write one row per record."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(COLUMNS)
+    for record in records:
+        writer.writerow(
+            [str(record.path), record.label, class_names[record.label], record.split, record.group]
+        )
+    return write_text(path, buffer.getvalue())
+
+
+def read_split_file(path: Path) -> list[ImageRecord]:
+    """Read records back; a damaged file is a `RunError` naming the line."""
+    if not path.is_file():
+        raise RunError(f"{path}: missing; pass --data DIR to evaluate on a dataset instead")
+    records = []
+    with path.open(newline="", encoding="utf-8") as handle:
+        for line_number, row in enumerate(csv.DictReader(handle), start=2):
+            try:
+                records.append(
+                    ImageRecord(Path(row["path"]), int(row["label"]), row["split"] or None, int(row["group"]))
+                )
+            except (KeyError, TypeError, ValueError) as exc:
+                raise RunError(
+                    f"{path}:{line_number}: malformed row ({exc}); retrain or pass --data DIR"
+                ) from exc
+    return records

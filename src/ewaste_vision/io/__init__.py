@@ -1,0 +1,1 @@
+"""Writing files safely: nothing a run produced is ever left half-written."""

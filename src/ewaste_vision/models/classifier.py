@@ -1,0 +1,70 @@
+"""A backbone with global pooling, dropout and a linear head: the network of every classifier."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ewaste_vision.models.registry import create_backbone, get_backbone_spec
+
+
+class ImageClassifier(nn.Module):
+    """Backbone -> global average pooling -> dropout -> linear.
+
+    The split into `forward_features` and `forward_head` lets the linear strategy cache pooled
+    features and lets Grad-CAM reuse one backbone pass for every class.
+    """
+
+    def __init__(self, backbone: nn.Module, num_classes: int, dropout: float = 0.2) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.num_features: int = int(backbone.num_features)  # type: ignore[arg-type]
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(self.num_features, num_classes)
+
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        return self.backbone(images)  # [B, C, h, w]
+
+    def pool_features(self, feature_map: torch.Tensor) -> torch.Tensor:
+        return self.pool(feature_map).flatten(1)  # [B, C]
+
+    def forward_head(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(pooled))  # [B, num_classes]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.pool_features(self.forward_features(images)))
+
+
+def build_classifier(
+    backbone: str, num_classes: int, dropout: float = 0.2, pretrained: bool = True, weights: str | None = None
+) -> tuple[ImageClassifier, str]:
+    """Make an `ImageClassifier` on a registered backbone; returns it and its weights' source."""
+    network, source = create_backbone(backbone, pretrained=pretrained, weights=weights)
+    return ImageClassifier(network, num_classes, dropout), source
+
+
+def set_trainable(model: ImageClassifier, backbone_name: str, strategy: str) -> None:
+    """Freeze the backbone as `strategy` says: `linear` all of it, `finetune` all but its last
+    stages, `full` none. The head always trains."""
+    tail = get_backbone_spec(backbone_name).trainable_tail
+    for name, parameter in model.backbone.named_parameters():
+        if strategy == "full":
+            parameter.requires_grad = True
+        elif strategy == "finetune":
+            parameter.requires_grad = any(name == p or name.startswith(p + ".") for p in tail)
+        else:
+            parameter.requires_grad = False
+    for parameter in model.head.parameters():
+        parameter.requires_grad = True
+
+
+def frozen_batchnorm_modules(model: ImageClassifier) -> list[nn.Module]:
+    """Batch-norm layers whose parameters are frozen; they must stay in eval mode while training,
+    or their running statistics drift away from the pretrained ones."""
+    return [
+        module
+        for module in model.backbone.modules()
+        if isinstance(module, nn.modules.batchnorm._BatchNorm)
+        and not any(p.requires_grad for p in module.parameters(recurse=False))
+    ]

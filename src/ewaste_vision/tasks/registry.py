@@ -1,0 +1,84 @@
+"""One registry of tasks. A task says how to read its data, what its targets and loss are, and how
+its predictions are scored and reported; training, inference and the CLI are shared."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ewaste_vision.data.records import ImageRecord, LabelledImages
+from ewaste_vision.errors import UserError
+
+
+class Task(ABC):
+    """The task contract. Subclasses are registered with `register_task`."""
+
+    name: str = ""
+    summary: str = ""
+
+    @abstractmethod
+    def read_dataset(self, root: Path) -> LabelledImages:
+        """Read the dataset at `root` (no images decoded)."""
+
+    @abstractmethod
+    def targets(self, records: list[ImageRecord], num_classes: int) -> torch.Tensor:
+        """Training targets for `records`."""
+
+    @abstractmethod
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Scalar training loss."""
+
+    @abstractmethod
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Map logits [B, C] to probabilities [B, C]."""
+
+    @abstractmethod
+    def batch_accuracy(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """A cheap per-batch score logged during training as `val_acc`."""
+
+    @abstractmethod
+    def score(
+        self, targets: torch.Tensor, probs: torch.Tensor, class_names: list[str], train_targets: torch.Tensor
+    ) -> dict[str, Any]:
+        """Test metrics, JSON-ready, with a trivial baseline beside them."""
+
+    @abstractmethod
+    def write_report(self, run_dir: Path, metrics: dict[str, Any], context: dict[str, Any]) -> Path:
+        """Write plots and the human report into `run_dir`; return the report's path."""
+
+    @abstractmethod
+    def headline(self, metrics: dict[str, Any]) -> str:
+        """One line that sums up `metrics` for the terminal."""
+
+
+_TASKS: dict[str, Task] = {}
+
+
+def register_task(task_class: type[Task]) -> type[Task]:
+    """Class decorator: instantiate and register a task; one name, one task."""
+    task = task_class()
+    if not task.name or task.name in _TASKS:
+        raise ValueError(f"task name {task.name!r} is empty or registered twice")
+    _TASKS[task.name] = task
+    return task_class
+
+
+def _ensure_builtin_tasks() -> None:
+    from ewaste_vision.tasks import classify  # noqa: F401
+
+
+def available_tasks() -> list[str]:
+    """Registered task names."""
+    _ensure_builtin_tasks()
+    return list(_TASKS)
+
+
+def get_task(name: str) -> Task:
+    """The task registered as `name`, or a `UserError` listing the choices."""
+    _ensure_builtin_tasks()
+    if name not in _TASKS:
+        raise UserError(f"unknown task {name!r}; choose one of: {', '.join(_TASKS)}")
+    return _TASKS[name]

@@ -1,0 +1,96 @@
+"""The Lightning module shared by every strategy: a network, a task's loss, Adam."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from ewaste_vision.tasks.registry import Task
+
+
+class SupervisedModule(L.LightningModule):
+    """Trains `network` (images -> logits, or cached features -> logits) with `task.loss`.
+
+    Parameters whose names start with a prefix in `slow_prefixes` (pretrained backbone layers)
+    learn at `lr * backbone_lr_scale`; the rest at `lr`.
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        task: Task,
+        lr: float,
+        weight_decay: float,
+        slow_prefixes: tuple[str, ...] = (),
+        backbone_lr_scale: float = 0.1,
+        frozen_batchnorm: list[nn.Module] | None = None,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        self.network = network
+        self.task = task
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.slow_prefixes = slow_prefixes
+        self.backbone_lr_scale = backbone_lr_scale
+        self.frozen_batchnorm = frozen_batchnorm or []
+        self.channels_last = channels_last
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.network(inputs)
+
+    def on_fit_start(self) -> None:
+        if self.channels_last:
+            self.network.to(memory_format=torch.channels_last)
+
+    def on_train_epoch_start(self) -> None:
+        for module in self.frozen_batchnorm:
+            module.eval()
+
+    def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+        inputs, targets = batch
+        if self.channels_last and inputs.dim() == 4:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        logits = self.network(inputs)
+        loss = self.task.loss(logits, targets)
+        on_step = stage == "train"
+        self.log(
+            f"{stage}_loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            sync_dist=not on_step,
+            batch_size=len(targets),
+        )
+        if stage != "train":
+            self.log(
+                f"{stage}_acc",
+                self.task.batch_accuracy(logits, targets),
+                on_epoch=True,
+                prog_bar=True,
+                sync_dist=True,
+                batch_size=len(targets),
+            )
+        return loss
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "val")
+
+    def configure_optimizers(self) -> Any:
+        fast: list[nn.Parameter] = []
+        slow: list[nn.Parameter] = []
+        for name, parameter in self.network.named_parameters():
+            if not parameter.requires_grad:
+                continue
+            (slow if name.startswith(self.slow_prefixes) and self.slow_prefixes else fast).append(parameter)
+        groups = [{"params": fast, "lr": self.lr}]
+        if slow:
+            groups.append({"params": slow, "lr": self.lr * self.backbone_lr_scale})
+        return torch.optim.Adam(groups, weight_decay=self.weight_decay)

@@ -1,0 +1,365 @@
+"""`train(config)`: from a dataset folder to a finished run directory."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import yaml
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from torch.utils.data import DataLoader, TensorDataset
+
+from ewaste_vision.config import TrainConfig
+from ewaste_vision.data.datasets import ImageFileDataset
+from ewaste_vision.data.records import LabelledImages
+from ewaste_vision.data.split import DuplicateSummary, assign_splits
+from ewaste_vision.data.split_file import write_split_file
+from ewaste_vision.data.transforms import eval_transform, train_transform
+from ewaste_vision.errors import DataError, UserError, require_path
+from ewaste_vision.hardware import configure_threads, default_device, quiet_lightning, use_bf16
+from ewaste_vision.io.atomic import write_text, write_yaml
+from ewaste_vision.models.classifier import (
+    ImageClassifier,
+    build_classifier,
+    frozen_batchnorm_modules,
+    set_trainable,
+)
+from ewaste_vision.models.registry import get_backbone_spec
+from ewaste_vision.runs import MODEL_FILE, ModelMeta, save_model
+from ewaste_vision.tasks import Task, get_task
+from ewaste_vision.training.features import cached_features, extract_pooled_features
+from ewaste_vision.training.modules import SupervisedModule
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """Where the run is and what it scored."""
+
+    run_dir: Path
+    metrics: dict[str, Any]
+    report: Path
+    seconds: float
+
+
+def train(config: TrainConfig, progress: bool = True) -> TrainResult | None:
+    """Train a model as `config` says and evaluate it on the test split.
+
+    Returns None in DDP worker processes other than rank 0 (only rank 0 writes the results).
+    """
+    started = time.perf_counter()
+    configure_threads()
+    quiet_lightning()
+    run_dir = Path(config.out)
+    task = get_task(config.task)  # unknown names fail before anything is written
+    spec = get_backbone_spec(config.backbone)
+    config = _prepare_run_dir(config, run_dir)
+    dataset, duplicates = _split_dataset(task, config, run_dir)
+    image_size = config.image_size or spec.input_size
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    model, weights_source = build_classifier(
+        config.backbone, len(dataset.class_names), config.dropout, config.pretrained, config.weights
+    )
+    meta = ModelMeta(
+        config.task, dataset.class_names, config.backbone, image_size, spec.mean, spec.std, config.dropout
+    )
+    device = (
+        "cuda"
+        if config.accelerator in ("gpu", "cuda")
+        or (config.accelerator == "auto" and default_device() == "cuda")
+        else "cpu"
+    )
+    bf16 = use_bf16(config.precision, device)
+
+    stages: list[tuple[str, Path]] = []
+    if config.strategy == "linear" or (config.head_warmup and weights_source != "untrained"):
+        stages.append(("linear", run_dir / "probe" if config.strategy != "linear" else run_dir))
+    if config.strategy != "linear":
+        stages.append((config.strategy, run_dir))
+    best_loss, best_state, kept_stage = float("inf"), None, ""
+    for strategy, stage_dir in stages:
+        # Fine-tuning starts from a head already fitted on frozen features (linear probe, then
+        # fine-tune): the backbone is not pushed around by a random head in the first epochs.
+        set_trainable(model, config.backbone, strategy)
+        if strategy == "linear":
+            module, train_loader, val_loader = _linear_setup(
+                model, task, dataset, config, meta, run_dir, bf16, progress
+            )
+        else:
+            module, train_loader, val_loader = _image_setup(model, task, dataset, config, meta)
+        epochs = config.head_epochs if strategy == "linear" else config.max_epochs
+        trainer, stage_loss = _fit(
+            module, train_loader, val_loader, stage_dir, epochs, config, device, bf16, progress
+        )
+        if trainer.global_rank != 0:
+            return None
+        # Model selection on the validation split spans the stages too: a fine-tune that never
+        # beats the linear probe's validation loss does not replace it.
+        if stage_loss < best_loss:
+            best_loss, kept_stage = stage_loss, strategy
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    save_model(run_dir, model.state_dict(), meta)
+    training_seconds = time.perf_counter() - started
+
+    from ewaste_vision.evaluate import evaluate_run
+
+    context = {
+        "dataset": str(Path(config.data).resolve()),
+        "backbone": f"{config.backbone} ({weights_source})",
+        "strategy": config.strategy
+        + (
+            f" (kept the {kept_stage} stage: best validation loss {best_loss:.4f})" if len(stages) > 1 else ""
+        ),
+        "image_size": image_size,
+        "precision": "bf16 autocast" if bf16 else "fp32",
+        "seed": config.seed,
+        "epochs": trainer.current_epoch,
+        "processes": trainer.world_size,
+        "training_s": round(training_seconds, 1),
+        "skipped": [f"{path}: {reason}" for path, reason in dataset.skipped],
+        "duplicates": _describe_duplicates(duplicates, dataset.has_split),
+    }
+    metrics, report = evaluate_run(run_dir, context=context, progress=progress)
+    return TrainResult(run_dir, metrics, report, time.perf_counter() - started)
+
+
+def _fit(
+    module: SupervisedModule,
+    train_loader: DataLoader[Any],
+    val_loader: DataLoader[Any],
+    stage_dir: Path,
+    max_epochs: int,
+    config: TrainConfig,
+    device: str,
+    bf16: bool,
+    progress: bool,
+) -> tuple[L.Trainer, float]:
+    """Train `module` with early stopping; load its best weights (by validation loss) back into it.
+
+    Returns:
+        The trainer and the best validation loss (inf where it is unknown, as on ranks > 0).
+    """
+    checkpoints = ModelCheckpoint(
+        dirpath=stage_dir / "checkpoints", filename="best", monitor="val_loss", save_last=True
+    )
+    trainer = L.Trainer(
+        default_root_dir=stage_dir,
+        max_epochs=max_epochs,
+        accelerator="gpu" if device == "cuda" else "cpu",
+        devices=config.devices,
+        strategy="ddp" if config.devices > 1 else "auto",
+        precision="bf16-mixed" if bf16 else "32-true",
+        callbacks=[EarlyStopping(monitor="val_loss", patience=config.patience), checkpoints],
+        logger=CSVLogger(stage_dir, name="logs", version=""),
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+    )
+    last = stage_dir / "checkpoints" / "last.ckpt"
+    resume_from = str(last) if config.resume and last.is_file() else None
+    _fit_keeping_log(
+        trainer,
+        stage_dir,
+        lambda: trainer.fit(module, train_loader, val_loader, ckpt_path=resume_from, weights_only=True),
+    )
+    if trainer.global_rank != 0:
+        return trainer, float("inf")
+    best = checkpoints.best_model_path or str(last)
+    module.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["state_dict"])
+    score = checkpoints.best_model_score
+    return trainer, float(score) if score is not None else float("inf")
+
+
+def _prepare_run_dir(config: TrainConfig, run_dir: Path) -> TrainConfig:
+    """Create the run directory, or check there is something to resume in it."""
+    saved = run_dir / "config.yaml"
+    require_path(config.data, "dataset folder")
+    if config.resume:
+        if not saved.is_file():
+            raise UserError(
+                f"{run_dir}: nothing to resume (no config.yaml); start a new run without --resume"
+            )
+    elif (run_dir / MODEL_FILE).exists() or (run_dir / "checkpoints" / "last.ckpt").exists():
+        raise UserError(
+            f"{run_dir}: already holds a run; pass --resume to continue it or choose another --out"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_yaml(saved, config.to_dict())
+    return config
+
+
+def saved_config(run_dir: Path) -> dict[str, Any]:
+    """The settings a run was started with, for `--resume` (flags given again override them)."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise UserError(f"{run_dir}: nothing to resume (no config.yaml); start a new run without --resume")
+    values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    values["split"] = tuple(values.get("split", (0.7, 0.15, 0.15)))
+    return dict(values)
+
+
+def _fit_keeping_log(trainer: L.Trainer, run_dir: Path, fit: Any) -> None:
+    """Run `fit()`; on resume, keep the epochs logged before the interruption.
+
+    Lightning's CSV logger deletes an existing metrics.csv when it starts, so the earlier rows are
+    read first and written back in front of the new ones.
+    """
+    log_file = run_dir / "logs" / "metrics.csv"
+    earlier = _read_csv_rows(log_file)
+    fit()
+    if not earlier or trainer.global_rank != 0:
+        return
+    later = _read_csv_rows(log_file)
+    columns = list(dict.fromkeys([k for row in earlier + later for k in row]))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(earlier + later)
+    write_text(log_file, buffer.getvalue())
+
+
+def _read_csv_rows(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _split_dataset(task: Task, config: TrainConfig, run_dir: Path) -> tuple[LabelledImages, DuplicateSummary]:
+    dataset = task.read_dataset(Path(config.data))
+    dataset, duplicates = assign_splits(
+        dataset,
+        seed=config.seed,
+        cache_file=run_dir / "cache" / "fingerprints.json",
+        fractions=config.split,
+        max_distance=config.duplicate_distance,
+    )
+    write_split_file(run_dir / "split.csv", dataset.records, dataset.class_names)
+    for split in ("train", "val", "test"):
+        if not dataset.in_split(split):
+            raise DataError(f"{config.data}: the {split} split is empty; add images (at least ~10 per class)")
+    if len({r.label for r in dataset.in_split("train")}) < 2:
+        raise DataError(f"{config.data}: the train split holds fewer than two classes; add images")
+    if dataset.skipped:
+        log.warning(
+            "skipped %d unusable files (listed in the report), e.g. %s: %s",
+            len(dataset.skipped),
+            *dataset.skipped[0],
+        )
+    return dataset, duplicates
+
+
+def _describe_duplicates(duplicates: DuplicateSummary, split_given: bool) -> list[str]:
+    if not duplicates.groups:
+        return []
+    lines = [f"{duplicates.groups} groups of exact or near-duplicate images ({duplicates.images} images)"]
+    if split_given:
+        lines.append(f"{len(duplicates.cross_split)} of them cross the dataset's own split (leakage)")
+    else:
+        lines.append("each group was kept within one split, so no copy leaks into the test set")
+    return lines
+
+
+def _loader(dataset: Any, batch_size: int, shuffle: bool, seed: int) -> DataLoader[Any]:
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=0)
+
+
+def _linear_setup(
+    model: ImageClassifier,
+    task: Task,
+    dataset: LabelledImages,
+    config: TrainConfig,
+    meta: ModelMeta,
+    run_dir: Path,
+    bf16: bool,
+    progress: bool,
+) -> tuple[SupervisedModule, DataLoader[Any], DataLoader[Any]]:
+    """Frozen backbone: features once (cached in the run), then a head trained on them."""
+    features = {}
+    for split, views in (("train", config.feature_views), ("val", 1)):
+        records = dataset.in_split(split)
+        paths = [r.path for r in records]
+        key = {
+            "backbone": config.backbone,
+            "weights": config.weights,
+            "pretrained": config.pretrained,
+            "size": meta.image_size,
+            "views": views,
+            "split": split,
+        }
+        features[split] = cached_features(
+            run_dir / "cache",
+            key,
+            paths,
+            partial(
+                extract_pooled_features,
+                model,
+                paths,
+                meta.image_size,
+                meta.mean,
+                meta.std,
+                views=views,
+                bf16=bf16,
+                progress=progress,
+            ),
+        )
+    num_classes = len(dataset.class_names)
+    train_targets = task.targets(dataset.in_split("train"), num_classes)
+    views, count, width = features["train"].shape
+    train_set = TensorDataset(features["train"].reshape(views * count, width), train_targets.repeat(views))
+    val_set = TensorDataset(features["val"][0], task.targets(dataset.in_split("val"), num_classes))
+    head = torch.nn.Sequential(model.dropout, model.head)  # shares modules with `model`
+    module = SupervisedModule(head, task, config.lr, config.weight_decay)
+    return (
+        module,
+        _loader(train_set, config.batch_size, True, config.seed),
+        _loader(val_set, 256, False, config.seed),
+    )
+
+
+def _image_setup(
+    model: ImageClassifier, task: Task, dataset: LabelledImages, config: TrainConfig, meta: ModelMeta
+) -> tuple[SupervisedModule, DataLoader[Any], DataLoader[Any]]:
+    """Backbone partly or fully trainable: images through the whole network every step."""
+    num_classes = len(dataset.class_names)
+    make = train_transform if config.augment else eval_transform
+    train_records, val_records = dataset.in_split("train"), dataset.in_split("val")
+    train_set = ImageFileDataset(
+        [r.path for r in train_records],
+        task.targets(train_records, num_classes),
+        make(meta.image_size, meta.mean, meta.std),
+        meta.image_size,
+    )
+    val_set = ImageFileDataset(
+        [r.path for r in val_records],
+        task.targets(val_records, num_classes),
+        eval_transform(meta.image_size, meta.mean, meta.std),
+        meta.image_size,
+    )
+    module = SupervisedModule(
+        model,
+        task,
+        config.lr,
+        config.weight_decay,
+        slow_prefixes=("backbone.",),
+        frozen_batchnorm=frozen_batchnorm_modules(model),
+        channels_last=True,
+    )
+    return (
+        module,
+        _loader(train_set, config.batch_size, True, config.seed),
+        _loader(val_set, config.batch_size, False, config.seed),
+    )
