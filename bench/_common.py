@@ -8,7 +8,7 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +58,7 @@ def time_call(fn: Callable[[], object]) -> float:
 
 
 def time_interleaved(
-    candidates: dict[str, Callable[[], object]], iterations: int, warmup: int = 1
+    candidates: Mapping[str, Callable[[], object]], iterations: int, warmup: int = 1
 ) -> dict[str, list[float]]:
     """Per-call seconds of every candidate, called in turn within each iteration.
 

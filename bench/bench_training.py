@@ -1,8 +1,8 @@
 """Training speed: the toolkit's Lightning training step against a plain PyTorch fp32 loop.
 
-One training step is forward + cross-entropy + backward + Adam, at 224 px, batch 16, on
-EfficientNet-Lite0 for two strategies: `full` (everything trains) and `finetune` (the last stages
-train, the rest is frozen with its batch norm in eval mode, as the toolkit does it).
+One training step is forward + cross-entropy + backward + Adam, at 224 px, batch 16, on ResNet-50
+and EfficientNet-Lite0 for two strategies each: `full` (everything trains) and `finetune` (the last
+stages train, the rest is frozen with its batch norm in eval mode, as the toolkit does it).
 
     plain_fp32  a hand-written loop: fp32, contiguous tensors, eager
     product     the toolkit's `SupervisedModule` under a Lightning `Trainer` with the precision the
@@ -13,7 +13,8 @@ so a busy machine slows both alike; Lightning's per-step work counts against the
 one-off set-up does not.
 
 Run from the repository root:
-    python bench/bench_training.py            # full run, about 4 minutes on 2 cores
+    python bench/bench_training.py            # full run, about 1.5 minutes on 2 cores
+    python bench/bench_training.py --models efficientnet_lite0 --strategies full
     python bench/bench_training.py --quick    # smoke run
 """
 
@@ -25,6 +26,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 import torch
@@ -41,7 +43,7 @@ from ewaste_vision.models.classifier import (
 from ewaste_vision.tasks import get_task
 from ewaste_vision.training.modules import SupervisedModule
 
-BACKBONE = "efficientnet_lite0"
+MODELS = ("resnet50", "efficientnet_lite0")
 STRATEGIES = ("full", "finetune")
 NUM_CLASSES = 8
 TARGET_RATIO = 2.0
@@ -94,14 +96,14 @@ class Interleave(L.Callback):
 
 
 def bench_strategy(
-    strategy: str, batch_size: int, size: int, steps: int, warmup: int
+    backbone: str, strategy: str, batch_size: int, size: int, steps: int, warmup: int
 ) -> list[dict[str, object]]:
     """Run `warmup + steps` product steps, each followed by a plain one; one result row per side."""
     torch.manual_seed(0)
-    model, _ = build_classifier(BACKBONE, NUM_CLASSES, pretrained=False)  # weights do not change speed
-    set_trainable(model, BACKBONE, strategy)
+    model, _ = build_classifier(backbone, NUM_CLASSES, pretrained=False)  # weights do not change speed
+    set_trainable(model, backbone, strategy)
     batch = (torch.randn(batch_size, 3, size, size), torch.randint(0, NUM_CLASSES, (batch_size,)))
-    precision = "bf16-mixed" if use_bf16("auto") else "32-true"
+    precision: Literal["bf16-mixed", "32-true"] = "bf16-mixed" if use_bf16("auto") else "32-true"
 
     product_model = copy.deepcopy(model)  # the plain loop keeps `model`: fp32, contiguous
     module = SupervisedModule(  # set up as `train()` sets it up for the image strategies
@@ -115,13 +117,14 @@ def bench_strategy(
         num_sanity_val_steps=0, limit_val_batches=0,
     )
     # batch_size=None hands over the ready batch as is: data loading is not what is measured.
-    trainer.fit(module, DataLoader([batch] * (warmup + steps), batch_size=None))
+    batches = [batch] * (warmup + steps)  # a list is a map-style dataset; the stubs want `Dataset`
+    trainer.fit(module, DataLoader(batches, batch_size=None))  # type: ignore[arg-type]
 
     seconds = {name: times[warmup:] for name, times in clock.seconds.items()}
     ratios = [plain / t for plain, t in zip(seconds["plain_fp32"], seconds["product"], strict=True)]
     return [
         {
-            "model": BACKBONE,
+            "model": backbone,
             "strategy": strategy,
             "path": name,
             "precision": precision if name == "product" else "32-true",
@@ -136,6 +139,7 @@ def bench_strategy(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=list(MODELS), help="backbone names to time")
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
     parser.add_argument("--batch", type=int, default=16, help="images per step")
     parser.add_argument("--size", type=int, default=224, help="image side in pixels")
@@ -154,14 +158,16 @@ def main() -> None:
     warnings.filterwarnings("ignore", message=r".*no `val_dataloader`.*")
     facts = machine_facts()
     rows = []
-    for strategy in args.strategies:
-        rows.extend(bench_strategy(strategy, args.batch, args.size, args.steps, args.warmup))
+    for backbone in args.models:
+        for strategy in args.strategies:
+            rows.extend(bench_strategy(backbone, strategy, args.batch, args.size, args.steps, args.warmup))
+    facts["load_average_1min_after"] = machine_facts()["load_average_1min"]
 
-    print(f"\ntraining steps of {BACKBONE}, batch {args.batch} at {args.size} px")
-    print(describe(facts))
+    print(f"\ntraining steps, batch {args.batch} at {args.size} px")
+    print(describe(facts) + f" (after: {facts['load_average_1min_after']})")
     print_table(
-        ["strategy", "path", "precision", "images/s", "x plain", f"target x{TARGET_RATIO}"],
-        [[r["strategy"], r["path"], r["precision"], r["images_per_s"], r["ratio_vs_plain"],
+        ["model", "strategy", "path", "precision", "images/s", "x plain", f"target x{TARGET_RATIO}"],
+        [[r["model"], r["strategy"], r["path"], r["precision"], r["images_per_s"], r["ratio_vs_plain"],
           verdict(r, TARGET_RATIO)] for r in rows],
     )
     write_json(args.json, {"bench": "training", "machine": facts, "batch": args.batch, "size": args.size,

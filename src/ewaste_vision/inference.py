@@ -72,7 +72,7 @@ class Predictor:
         """Images [B, 3, S, S] (normalised) -> probabilities [B, C] in float32.
 
         `expected_images` is the size of the whole job; with `compile="auto"` large jobs are
-        compiled (a one-off cost of ~15 s that pays back after a few hundred images).
+        compiled (a one-off cost of 10-25 s that pays back after 1,000-2,000 images).
         """
         images = images.contiguous(memory_format=torch.channels_last)
         with autocast(self.bf16):

@@ -129,13 +129,16 @@ def load_local_weights(network: nn.Module, path: Path) -> str:
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise UserError(f"{path}: holds no state dict; save weights with torch.save(model.state_dict())")
-    missing, unexpected = network.load_state_dict(state, strict=False)
-    matched = len(network.state_dict()) - len(missing)
-    if matched == 0:
+    own = network.state_dict()
+    matching = {k: v for k, v in state.items() if k in own and getattr(v, "shape", None) == own[k].shape}
+    if not matching:
         raise UserError(f"{path}: no tensor matches this backbone's layers; is it for another network?")
-    if missing:
-        log.warning("%s: %d backbone tensors not in the file keep their initial values", path, len(missing))
-    return f"file {path} ({matched} tensors, {len(unexpected)} ignored)"
+    network.load_state_dict(matching, strict=False)
+    matched, unexpected = len(matching), len(state) - len(matching)
+    left = len(own) - matched
+    if left:
+        log.warning("%s: %d backbone tensors not in the file keep their initial values", path, left)
+    return f"file {path} ({matched} tensors, {unexpected} ignored)"
 
 
 def _ensure_builtin_backbones() -> None:

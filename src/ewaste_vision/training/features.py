@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 
 from ewaste_vision.data.datasets import ImageFileDataset
 from ewaste_vision.data.transforms import eval_transform
-from ewaste_vision.hardware import autocast
+from ewaste_vision.hardware import COMPILE_MIN_IMAGES, CompiledForward, autocast
 from ewaste_vision.io.atomic import atomic_path
 from ewaste_vision.models.classifier import ImageClassifier
 
@@ -34,9 +34,17 @@ def extract_pooled_features(
     bf16: bool = False,
     progress: bool = False,
 ) -> torch.Tensor:
-    """Features [views, N, C]: view 0 is the evaluation crop, view 1 its mirror image."""
+    """Features [views, N, C]: view 0 is the evaluation view, view 1 its mirror image.
+
+    Jobs of `COMPILE_MIN_IMAGES` passes or more run through the compiled, weight-frozen forward
+    pass, about twice as fast as eager on bf16 CPUs once its one-off compile is paid.
+    """
     model.eval()
     model.to(memory_format=torch.channels_last)
+    pooled_features = PooledFeatures(model)
+    forward: torch.nn.Module | CompiledForward = pooled_features
+    if len(paths) * views >= COMPILE_MIN_IMAGES:
+        forward = CompiledForward(pooled_features, batch_size)
     dataset = ImageFileDataset(
         paths, torch.zeros(len(paths)), eval_transform(image_size, mean, std), image_size
     )
@@ -51,10 +59,21 @@ def extract_pooled_features(
         images = images.contiguous(memory_format=torch.channels_last)  # [B, 3, S, S]
         batch_views = [images, images.flip(-1)][:views]
         with autocast(bf16):
-            pooled = [model.pool_features(model.forward_features(v)).float() for v in batch_views]
+            pooled = [forward(v).float() for v in batch_views]
         chunks.append(torch.stack(pooled))  # [views, B, C]
     model.to(memory_format=torch.contiguous_format)
     return torch.cat(chunks, dim=1) if chunks else torch.zeros(views, 0, model.num_features)
+
+
+class PooledFeatures(torch.nn.Module):
+    """The backbone and pooling of a classifier as one module: images [B, 3, S, S] -> [B, C]."""
+
+    def __init__(self, model: ImageClassifier) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model.pool_features(self.model.forward_features(images))
 
 
 def cached_features(
