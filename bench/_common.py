@@ -46,8 +46,10 @@ def machine_facts() -> dict[str, Any]:
 
 def describe(facts: dict[str, Any]) -> str:
     """One line of machine facts for a table's caption."""
-    return (f"{facts['cpu']}, {facts['cores']} cores, {facts['torch_threads']} threads, "
-            f"torch {facts['torch']}, load average {facts['load_average_1min']}")
+    return (
+        f"{facts['cpu']}, {facts['cores']} cores, {facts['torch_threads']} threads, "
+        f"torch {facts['torch']}, load average {facts['load_average_1min']}"
+    )
 
 
 def time_call(fn: Callable[[], object]) -> float:

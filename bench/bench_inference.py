@@ -74,8 +74,9 @@ def predictor_for(
 ) -> Predictor:
     """A `Predictor` built as `Predictor.from_run` builds it (precision `auto`)."""
     spec = get_backbone_spec(backbone)
-    meta = ModelMeta("classify", [f"class{i}" for i in range(NUM_CLASSES)], backbone, size,
-                     spec.mean, spec.std)
+    meta = ModelMeta(
+        "classify", [f"class{i}" for i in range(NUM_CLASSES)], backbone, size, spec.mean, spec.std
+    )
     return Predictor(model, meta, compile=compile, batch_size=batch_size)
 
 
@@ -180,13 +181,20 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16, help="images per batch")
     parser.add_argument("--size", type=int, default=224, help="image side in pixels")
     parser.add_argument("--iterations", type=int, default=6, help="timed calls per path")
-    parser.add_argument("--explore", action="store_true",
-                        help="also time bf16_weights and jit_freeze, for comparison only (default: off)")
-    parser.add_argument("--warm-cache", action="store_true",
-                        help="compile with the user's Inductor cache instead of an empty one")
+    parser.add_argument(
+        "--explore",
+        action="store_true",
+        help="also time bf16_weights and jit_freeze, for comparison only (default: off)",
+    )
+    parser.add_argument(
+        "--warm-cache",
+        action="store_true",
+        help="compile with the user's Inductor cache instead of an empty one",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: small batch, 2 calls")
-    parser.add_argument("--json", type=Path, default=RESULTS_DIR / "inference.json",
-                        help="where to write the results")
+    parser.add_argument(
+        "--json", type=Path, default=RESULTS_DIR / "inference.json", help="where to write the results"
+    )
     args = parser.parse_args()
     if args.quick:
         args.batch, args.iterations = 2, 2
@@ -201,18 +209,39 @@ def main() -> None:
             rows.extend(bench_model(backbone, args.batch, args.size, args.iterations, args.explore))
     facts["load_average_1min_after"] = machine_facts()["load_average_1min"]
 
-    print(f"\ninference, batch {args.batch} at {args.size} px, product bf16: {use_bf16('auto')}, "
-          f"Inductor cache: {'warm' if args.warm_cache else 'empty'}")
+    print(
+        f"\ninference, batch {args.batch} at {args.size} px, product bf16: {use_bf16('auto')}, "
+        f"Inductor cache: {'warm' if args.warm_cache else 'empty'}"
+    )
     print(describe(facts) + f" (after: {facts['load_average_1min_after']})")
     print_table(
         ["model", "path", "images/s", "x plain", "compile s", f"target x{TARGET_RATIO}"],
-        [[r["model"], r["path"], r["images_per_s"], r["ratio_vs_plain"], r.get("compile_seconds", ""),
-          verdict(r, TARGET_RATIO)] for r in rows],
+        [
+            [
+                r["model"],
+                r["path"],
+                r["images_per_s"],
+                r["ratio_vs_plain"],
+                r.get("compile_seconds", ""),
+                verdict(r, TARGET_RATIO),
+            ]
+            for r in rows
+        ],
     )
-    write_json(args.json, {"bench": "inference", "machine": facts, "batch": args.batch, "size": args.size,
-                           "iterations": args.iterations, "target_ratio": TARGET_RATIO,
-                           "compile_min_images": COMPILE_MIN_IMAGES, "warm_cache": args.warm_cache,
-                           "rows": rows})
+    write_json(
+        args.json,
+        {
+            "bench": "inference",
+            "machine": facts,
+            "batch": args.batch,
+            "size": args.size,
+            "iterations": args.iterations,
+            "target_ratio": TARGET_RATIO,
+            "compile_min_images": COMPILE_MIN_IMAGES,
+            "warm_cache": args.warm_cache,
+            "rows": rows,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -76,9 +76,11 @@ def run_linear(workdir: Path, n_per_class: int, size: int, image_size: int = 0) 
         result = train(config, progress=False)
         wall_s = time.perf_counter() - started
     assert result is not None  # one process: always rank 0
-    named = {"split + fingerprints": phases.get("assign_splits", 0.0),
-             "feature extraction": phases.get("extract_pooled_features", 0.0),
-             "evaluation + report": phases.get("evaluate_run", 0.0)}
+    named = {
+        "split + fingerprints": phases.get("assign_splits", 0.0),
+        "feature extraction": phases.get("extract_pooled_features", 0.0),
+        "evaluation + report": phases.get("evaluate_run", 0.0),
+    }
     named["head training + rest"] = wall_s - sum(named.values())
     return {
         "images": n_per_class * len(COMPONENT_CLASSES),
@@ -107,13 +109,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-class", type=int, default=375, help="images per class (8 classes)")
     parser.add_argument("--size", type=int, default=150, help="image side in pixels")
-    parser.add_argument("--image-size", type=int, default=0,
-                        help="model input side in pixels (default 0: the backbone's own, as `train` does)")
-    parser.add_argument("--workdir", type=Path, default=None,
-                        help="keep the images and the run here (default: a temporary folder)")
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=0,
+        help="model input side in pixels (default 0: the backbone's own, as `train` does)",
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="keep the images and the run here (default: a temporary folder)",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: 20 images per class")
-    parser.add_argument("--json", type=Path, default=RESULTS_DIR / "linear.json",
-                        help="where to write the results")
+    parser.add_argument(
+        "--json", type=Path, default=RESULTS_DIR / "linear.json", help="where to write the results"
+    )
     args = parser.parse_args()
     if args.quick:
         args.per_class = 20
@@ -125,20 +136,32 @@ def main() -> None:
     facts["load_average_1min_after"] = machine_facts()["load_average_1min"]
 
     verdict = "met" if results["wall_s"] < TARGET_SECONDS else "MISSED"
-    print(f"\nlinear strategy, {results['images']} images of {args.size} px, {results['backbone']} "
-          f"at {results['model_input_px']} px")
+    print(
+        f"\nlinear strategy, {results['images']} images of {args.size} px, {results['backbone']} "
+        f"at {results['model_input_px']} px"
+    )
     print(describe(facts))
     print_table(
         ["measure", "value"],
-        [["wall time (s)", results["wall_s"]],
-         *[[f"  {phase} (s)", seconds] for phase, seconds in results["phases_s"].items()],
-         ["target (s)", f"< {TARGET_SECONDS:.0f}: {verdict}"],
-         ["test accuracy", results["test_accuracy"]],
-         ["head epochs", results["epochs"]],
-         ["image generation (s, not timed)", results["generation_s_not_timed"]]],
+        [
+            ["wall time (s)", results["wall_s"]],
+            *[[f"  {phase} (s)", seconds] for phase, seconds in results["phases_s"].items()],
+            ["target (s)", f"< {TARGET_SECONDS:.0f}: {verdict}"],
+            ["test accuracy", results["test_accuracy"]],
+            ["head epochs", results["epochs"]],
+            ["image generation (s, not timed)", results["generation_s_not_timed"]],
+        ],
     )
-    write_json(args.json, {"bench": "linear", "machine": facts, "target_seconds": TARGET_SECONDS,
-                           "verdict": verdict, **results})
+    write_json(
+        args.json,
+        {
+            "bench": "linear",
+            "machine": facts,
+            "target_seconds": TARGET_SECONDS,
+            "verdict": verdict,
+            **results,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -107,14 +107,27 @@ def bench_strategy(
 
     product_model = copy.deepcopy(model)  # the plain loop keeps `model`: fp32, contiguous
     module = SupervisedModule(  # set up as `train()` sets it up for the image strategies
-        product_model, get_task("classify"), lr=1e-3, weight_decay=1e-4, slow_prefixes=("backbone.",),
-        frozen_batchnorm=frozen_batchnorm_modules(product_model), channels_last=True,
+        product_model,
+        get_task("classify"),
+        lr=1e-3,
+        weight_decay=1e-4,
+        slow_prefixes=("backbone.",),
+        frozen_batchnorm=frozen_batchnorm_modules(product_model),
+        channels_last=True,
     )
     clock = Interleave(plain_step_fn(model, batch))
     trainer = L.Trainer(
-        accelerator="cpu", devices=1, precision=precision, max_steps=warmup + steps, callbacks=[clock],
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        num_sanity_val_steps=0, limit_val_batches=0,
+        accelerator="cpu",
+        devices=1,
+        precision=precision,
+        max_steps=warmup + steps,
+        callbacks=[clock],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
     )
     # batch_size=None hands over the ready batch as is: data loading is not what is measured.
     batches = [batch] * (warmup + steps)  # a list is a map-style dataset; the stubs want `Dataset`
@@ -146,8 +159,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8, help="timed steps per side")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per side first")
     parser.add_argument("--quick", action="store_true", help="smoke run: batch 2 at 96 px, 2 steps")
-    parser.add_argument("--json", type=Path, default=RESULTS_DIR / "training.json",
-                        help="where to write the results")
+    parser.add_argument(
+        "--json", type=Path, default=RESULTS_DIR / "training.json", help="where to write the results"
+    )
     args = parser.parse_args()
     if args.quick:
         args.batch, args.size, args.steps, args.warmup = 2, 96, 2, 1
@@ -167,12 +181,32 @@ def main() -> None:
     print(describe(facts) + f" (after: {facts['load_average_1min_after']})")
     print_table(
         ["model", "strategy", "path", "precision", "images/s", "x plain", f"target x{TARGET_RATIO}"],
-        [[r["model"], r["strategy"], r["path"], r["precision"], r["images_per_s"], r["ratio_vs_plain"],
-          verdict(r, TARGET_RATIO)] for r in rows],
+        [
+            [
+                r["model"],
+                r["strategy"],
+                r["path"],
+                r["precision"],
+                r["images_per_s"],
+                r["ratio_vs_plain"],
+                verdict(r, TARGET_RATIO),
+            ]
+            for r in rows
+        ],
     )
-    write_json(args.json, {"bench": "training", "machine": facts, "batch": args.batch, "size": args.size,
-                           "steps": args.steps, "warmup": args.warmup, "target_ratio": TARGET_RATIO,
-                           "rows": rows})
+    write_json(
+        args.json,
+        {
+            "bench": "training",
+            "machine": facts,
+            "batch": args.batch,
+            "size": args.size,
+            "steps": args.steps,
+            "warmup": args.warmup,
+            "target_ratio": TARGET_RATIO,
+            "rows": rows,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -23,7 +23,9 @@ def _fails_cleanly(args: list[str], capsys: pytest.CaptureFixture[str], *expecte
 
 
 def test_missing_dataset(tmp_path: Path, capsys):
-    _fails_cleanly(["train", str(tmp_path / "nope"), "--out", str(tmp_path / "run")], capsys, "nope", "not found")
+    _fails_cleanly(
+        ["train", str(tmp_path / "nope"), "--out", str(tmp_path / "run")], capsys, "nope", "not found"
+    )
 
 
 def test_single_class_dataset(tmp_path: Path, make_image, capsys):
@@ -53,13 +55,21 @@ def test_foreign_checkpoint(tmp_path: Path, capsys):
 
 def test_checkpoint_with_pickled_code_is_refused(tmp_path: Path, capsys):
     # weights_only=True refuses arbitrary objects: loading must not execute or accept them.
-    torch.save({"format": "ewaste-vision-model/1", "meta": Path("x"), "state_dict": {}}, tmp_path / "model.pt")
+    torch.save(
+        {"format": "ewaste-vision-model/1", "meta": Path("x"), "state_dict": {}}, tmp_path / "model.pt"
+    )
     _fails_cleanly(["predict", str(tmp_path), str(tmp_path)], capsys, "model.pt")
 
 
 def test_run_of_another_task(tmp_path: Path, capsys):
-    meta = {"task": "detect", "class_names": ["a", "b"], "backbone": "tiny", "image_size": 32,
-            "mean": [0.5] * 3, "std": [0.5] * 3}
+    meta = {
+        "task": "detect",
+        "class_names": ["a", "b"],
+        "backbone": "tiny",
+        "image_size": 32,
+        "mean": [0.5] * 3,
+        "std": [0.5] * 3,
+    }
     torch.save({"format": "ewaste-vision-model/1", "meta": meta, "state_dict": {}}, tmp_path / "model.pt")
     _fails_cleanly(["evaluate", str(tmp_path)], capsys, "detect")
 
@@ -67,15 +77,26 @@ def test_run_of_another_task(tmp_path: Path, capsys):
 def test_unknown_backbone_and_bad_config(tmp_path: Path, make_image, capsys):
     for name in ("a", "b"):
         make_image(tmp_path / "data" / name / "0.png", seed=ord(name))
-    _fails_cleanly(["train", str(tmp_path / "data"), "--out", str(tmp_path / "r1"), "--backbone", "vgg"], capsys,
-                   "vgg", "ewaste models")
+    _fails_cleanly(
+        ["train", str(tmp_path / "data"), "--out", str(tmp_path / "r1"), "--backbone", "vgg"],
+        capsys,
+        "vgg",
+        "ewaste models",
+    )
     recipe = tmp_path / "bad.yaml"
     recipe.write_text("backbone: tiny\nlearning_rate: 3\n")
-    _fails_cleanly(["train", str(tmp_path / "data"), "--out", str(tmp_path / "r2"), "--config", str(recipe)], capsys,
-                   "bad.yaml", "learning_rate")
+    _fails_cleanly(
+        ["train", str(tmp_path / "data"), "--out", str(tmp_path / "r2"), "--config", str(recipe)],
+        capsys,
+        "bad.yaml",
+        "learning_rate",
+    )
     recipe.write_text("backbone: [tiny\n")
-    _fails_cleanly(["train", str(tmp_path / "data"), "--out", str(tmp_path / "r3"), "--config", str(recipe)], capsys,
-                   "bad.yaml:")
+    _fails_cleanly(
+        ["train", str(tmp_path / "data"), "--out", str(tmp_path / "r3"), "--config", str(recipe)],
+        capsys,
+        "bad.yaml:",
+    )
 
 
 def test_unreadable_image_is_skipped_counted_and_reported(tmp_path: Path, make_image):
@@ -85,15 +106,35 @@ def test_unreadable_image_is_skipped_counted_and_reported(tmp_path: Path, make_i
             make_image(data / name / f"{i}.png", seed=hash((name, i)) % 10_000)
     (data / "a" / "broken.jpg").write_bytes(b"not really a jpeg")
     run = tmp_path / "run"
-    assert main(["train", str(data), "--out", str(run), "--backbone", "tiny", "--image-size", "32",
-                 "--max-epochs", "1", "--head-epochs", "2"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(data),
+                "--out",
+                str(run),
+                "--backbone",
+                "tiny",
+                "--image-size",
+                "32",
+                "--max-epochs",
+                "1",
+                "--head-epochs",
+                "2",
+            ]
+        )
+        == 0
+    )
     report = (run / "report.md").read_text()
     assert "broken.jpg" in report
     assert "broken.jpg" not in (run / "split.csv").read_text()
 
 
 def test_command_line_has_no_traceback_on_bad_input(tmp_path: Path):
-    result = subprocess.run([sys.executable, "-m", "ewaste_vision.cli", "predict", str(tmp_path / "x"), "y.png"],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "ewaste_vision.cli", "predict", str(tmp_path / "x"), "y.png"],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr

@@ -19,9 +19,29 @@ def test_two_cpu_processes(tmp_path: Path, strategy: str):
     crops = write_component_crops(tmp_path / "crops", n_per_class=8, seed=5, size=40)
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "ewaste_vision.cli", "train", str(crops), "--out", str(run), "--backbone",
-               "tiny", "--image-size", "32", "--max-epochs", "2", "--head-epochs", "2", "--devices", "2", "--strategy", strategy,
-               "--accelerator", "cpu"]
+    command = [
+        sys.executable,
+        "-m",
+        "ewaste_vision.cli",
+        "train",
+        str(crops),
+        "--out",
+        str(run),
+        "--backbone",
+        "tiny",
+        "--image-size",
+        "32",
+        "--max-epochs",
+        "2",
+        "--head-epochs",
+        "2",
+        "--devices",
+        "2",
+        "--strategy",
+        strategy,
+        "--accelerator",
+        "cpu",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "| Processes | 2 |" in (run / "report.md").read_text()

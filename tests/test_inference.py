@@ -52,6 +52,8 @@ def test_compiled_feature_extraction_matches_eager(tmp_path, make_image, monkeyp
     model, _ = build_classifier("tiny", num_classes=2)
     eager = features.extract_pooled_features(model, paths, 64, (0.5,) * 3, (0.5,) * 3, views=2, batch_size=4)
     monkeypatch.setattr(features, "COMPILE_MIN_IMAGES", 1)
-    compiled = features.extract_pooled_features(model, paths, 64, (0.5,) * 3, (0.5,) * 3, views=2, batch_size=4)
+    compiled = features.extract_pooled_features(
+        model, paths, 64, (0.5,) * 3, (0.5,) * 3, views=2, batch_size=4
+    )
     assert compiled.shape == eager.shape == (2, 5, model.num_features)
     assert torch.allclose(compiled, eager, atol=1e-4)

@@ -46,8 +46,18 @@ def test_known_duplicates_never_cross_the_split(devices_run: Path, shared_data: 
 def test_evaluate_and_predict_on_the_trained_run(devices_run: Path, shared_data: Path, tmp_path: Path):
     assert main(["evaluate", str(devices_run)]) == 0
     out = tmp_path / "predictions.json"
-    assert main(["predict", str(devices_run), str(shared_data / "ewaste-devices" / "images" / "TV"),
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(devices_run),
+                str(shared_data / "ewaste-devices" / "images" / "TV"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     predictions = json.loads(out.read_text())["predictions"]
     top_classes = [p["top"][0]["class"] for p in predictions]
     assert top_classes.count("TV") / len(top_classes) > 0.9

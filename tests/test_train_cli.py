@@ -166,8 +166,24 @@ def test_finetune_from_weights_warms_up_the_head_first(crops: Path, tmp_path: Pa
     weights = tmp_path / "tiny.pt"
     torch.save(backbone.state_dict(), weights)
     run = tmp_path / "warm"
-    assert main(["train", str(crops), "--out", str(run), *FAST, "--strategy", "finetune", "--max-epochs", "1",
-                 "--weights", str(weights)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(crops),
+                "--out",
+                str(run),
+                *FAST,
+                "--strategy",
+                "finetune",
+                "--max-epochs",
+                "1",
+                "--weights",
+                str(weights),
+            ]
+        )
+        == 0
+    )
     assert (run / "probe" / "logs" / "metrics.csv").is_file()  # the head was fitted on cached features
     assert (run / "logs" / "metrics.csv").is_file()
     trained = torch.load(run / "model.pt", weights_only=True)["state_dict"]
