@@ -10,6 +10,17 @@ SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
+class ObjectBox:
+    """One labelled object in YOLO convention: centre and size as fractions of the image."""
+
+    class_id: int
+    cx: float
+    cy: float
+    w: float
+    h: float
+
+
+@dataclass(frozen=True)
 class ImageRecord:
     """One image and its label.
 
@@ -19,12 +30,16 @@ class ImageRecord:
         split: one of `SPLITS`, or None when the source gave no split.
         group: images with the same group id are copies or near-copies of one photo and must
             share a split; -1 until duplicates have been looked for.
+        present: multi-label tasks: indices of the classes present in the image (sorted).
+        boxes: object annotations (YOLO-style datasets), empty otherwise.
     """
 
     path: Path
     label: int
     split: str | None = None
     group: int = -1
+    present: tuple[int, ...] = ()
+    boxes: tuple[ObjectBox, ...] = ()
 
 
 @dataclass
