@@ -66,6 +66,20 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=int, default=32)
     predict.set_defaults(handler=_cmd_predict)
 
+    explain = commands.add_parser("explain", help="class heatmaps (Grad-CAM and friends) for images")
+    explain.add_argument("run", type=Path, help="run directory")
+    explain.add_argument("paths", nargs="+", type=Path, help="images or folders of images")
+    explain.add_argument("--out", type=Path, required=True, help="folder for the heatmaps")
+    explain.add_argument(
+        "--classes", default="top2", help="top2 (default), all, or comma-separated class names"
+    )
+    explain.add_argument("--method", default="gradcam", help="CAM method (see `ewaste explain --help`)")
+    explain.add_argument(
+        "--shared-scale", action="store_true", help="one colour scale for all classes of an image"
+    )
+    explain.add_argument("--target-layer", help="module name of the feature map to explain")
+    explain.set_defaults(handler=_cmd_explain)
+
     demo = commands.add_parser("demo", help="the whole job on synthetic boards, offline, in minutes")
     demo.add_argument(
         "--out", type=Path, default=Path("ewaste-demo"), help="output folder (default ewaste-demo)"
@@ -197,6 +211,18 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         print(f"wrote {len(rows)} predictions to {args.out}")
     for path, reason in skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
+    return 0
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from ewaste_vision.explain.run import explain_paths
+    from ewaste_vision.inference import expand_image_paths
+
+    paths = expand_image_paths(args.paths)
+    written = explain_paths(
+        args.run, paths, args.out, args.classes, args.method, args.shared_scale, args.target_layer
+    )
+    print(f"wrote heatmaps for {len(paths)} images to {args.out} ({len(written)} files)")
     return 0
 
 

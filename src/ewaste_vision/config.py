@@ -45,6 +45,9 @@ class TrainConfig:
     head_epochs: int = 200
     """Upper bound on epochs of head training on cached features (`linear`, and the warm-up of
     `finetune`/`full`); each takes about a second."""
+    loss: str = "auto"
+    """Training loss: `auto` is the task's own (cross-entropy; BCE for multilabel), `asl` is the
+    asymmetric loss for multilabel."""
     lr: float = 1e-3
     """Adam learning rate of the head; unfrozen backbone layers use a tenth of it."""
     weight_decay: float = 1e-4

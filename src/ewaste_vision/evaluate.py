@@ -55,7 +55,7 @@ def evaluate_run(
     targets = task.targets([by_path[p] for p in kept], len(class_names))
     train_records = [r for r in own_records if r.split == "train"]
     train_targets = task.targets(train_records, len(class_names)) if train_records else targets
-    metrics = task.score(targets, probs, class_names, train_targets)
+    metrics = task.score(targets, probs, class_names, train_targets, predictor.meta.extra)
     metrics.update({"split": split, "evaluated_on": source, "skipped_files": len(skipped)})
     write_json(out_dir / "metrics.json", metrics)
     report_context = {

@@ -34,7 +34,12 @@ class ClassifyTask(Task):
         return (logits.argmax(dim=-1) == targets).float().mean()
 
     def score(
-        self, targets: torch.Tensor, probs: torch.Tensor, class_names: list[str], train_targets: torch.Tensor
+        self,
+        targets: torch.Tensor,
+        probs: torch.Tensor,
+        class_names: list[str],
+        train_targets: torch.Tensor,
+        settings: dict[str, Any],
     ) -> dict[str, Any]:
         from ewaste_vision.report.classification import classification_metrics
 

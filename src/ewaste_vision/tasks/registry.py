@@ -4,6 +4,7 @@ its predictions are scored and reported; training, inference and the CLI are sha
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ class Task(ABC):
 
     name: str = ""
     summary: str = ""
+    invariant_duplicates: bool = False
+    """Count flipped, rotated and recoloured copies as duplicates (augmented dataset exports)."""
 
     @abstractmethod
     def read_dataset(self, root: Path) -> LabelledImages:
@@ -29,7 +32,17 @@ class Task(ABC):
 
     @abstractmethod
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Scalar training loss."""
+        """Scalar training loss (the task's default)."""
+
+    def make_loss(self, name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """The loss called `name` (`auto` is the task's default)."""
+        if name not in ("auto", "default"):
+            raise UserError(f"the {self.name} task has no loss {name!r}; use --loss auto")
+        return self.loss
+
+    def decision_settings(self, val_probs: torch.Tensor, val_targets: torch.Tensor) -> dict[str, Any]:
+        """Settings fitted on the validation split and stored with the model (e.g. thresholds)."""
+        return {}
 
     @abstractmethod
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
@@ -41,7 +54,12 @@ class Task(ABC):
 
     @abstractmethod
     def score(
-        self, targets: torch.Tensor, probs: torch.Tensor, class_names: list[str], train_targets: torch.Tensor
+        self,
+        targets: torch.Tensor,
+        probs: torch.Tensor,
+        class_names: list[str],
+        train_targets: torch.Tensor,
+        settings: dict[str, Any],
     ) -> dict[str, Any]:
         """Test metrics, JSON-ready, with a trivial baseline beside them."""
 
@@ -67,7 +85,7 @@ def register_task(task_class: type[Task]) -> type[Task]:
 
 
 def _ensure_builtin_tasks() -> None:
-    from ewaste_vision.tasks import classify  # noqa: F401
+    from ewaste_vision.tasks import classify, multilabel  # noqa: F401
 
 
 def available_tasks() -> list[str]:

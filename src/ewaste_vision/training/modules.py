@@ -28,6 +28,7 @@ class SupervisedModule(L.LightningModule):
         backbone_lr_scale: float = 0.1,
         frozen_batchnorm: list[nn.Module] | None = None,
         channels_last: bool = False,
+        loss_name: str = "auto",
     ) -> None:
         super().__init__()
         self.network = network
@@ -38,6 +39,7 @@ class SupervisedModule(L.LightningModule):
         self.backbone_lr_scale = backbone_lr_scale
         self.frozen_batchnorm = frozen_batchnorm or []
         self.channels_last = channels_last
+        self.loss_fn = task.make_loss(loss_name)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.network(inputs)
@@ -55,7 +57,7 @@ class SupervisedModule(L.LightningModule):
         if self.channels_last and inputs.dim() == 4:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         logits = self.network(inputs)
-        loss = self.task.loss(logits, targets)
+        loss = self.loss_fn(logits, targets)
         on_step = stage == "train"
         self.log(
             f"{stage}_loss",

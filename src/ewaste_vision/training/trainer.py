@@ -110,6 +110,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult | None:
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     if best_state is not None:
         model.load_state_dict(best_state)
+    meta.extra.update(_decision_settings(task, model, meta, dataset))
     save_model(run_dir, model.state_dict(), meta)
     training_seconds = time.perf_counter() - started
 
@@ -133,6 +134,22 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult | None:
     }
     metrics, report = evaluate_run(run_dir, context=context, progress=progress)
     return TrainResult(run_dir, metrics, report, time.perf_counter() - started)
+
+
+def _decision_settings(
+    task: Task, model: ImageClassifier, meta: ModelMeta, dataset: LabelledImages
+) -> dict[str, Any]:
+    """Let the task fit its decision settings (multi-label thresholds) on the validation split."""
+    if type(task).decision_settings is Task.decision_settings:
+        return {}  # nothing to fit: skip the extra pass over the validation images
+    from ewaste_vision.inference import Predictor
+
+    records = dataset.in_split("val")
+    probs, kept, _ = Predictor(model, meta).predict_files([r.path for r in records])
+    by_path = {r.path: r for r in records}
+    targets = task.targets([by_path[p] for p in kept], len(meta.class_names))
+    model.to(memory_format=torch.contiguous_format)
+    return task.decision_settings(probs, targets)
 
 
 def _fit(
@@ -322,7 +339,7 @@ def _linear_setup(
     train_set = TensorDataset(features["train"].reshape(views * count, width), train_targets.repeat(views))
     val_set = TensorDataset(features["val"][0], task.targets(dataset.in_split("val"), num_classes))
     head = torch.nn.Sequential(model.dropout, model.head)  # shares modules with `model`
-    module = SupervisedModule(head, task, config.lr, config.weight_decay)
+    module = SupervisedModule(head, task, config.lr, config.weight_decay, loss_name=config.loss)
     return (
         module,
         _loader(train_set, config.batch_size, True, config.seed),
@@ -357,6 +374,7 @@ def _image_setup(
         slow_prefixes=("backbone.",),
         frozen_batchnorm=frozen_batchnorm_modules(model),
         channels_last=True,
+        loss_name=config.loss,
     )
     return (
         module,
