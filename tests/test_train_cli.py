@@ -57,11 +57,12 @@ def test_train_writes_a_complete_run(trained_run: Path):
 
 
 def test_split_keeps_every_class_in_every_split(trained_run: Path):
-    rows = (trained_run / "split.csv").read_text().splitlines()[1:]
+    import csv
+
     by_split: dict[str, set[str]] = {}
-    for row in rows:
-        _, _, name, split, _ = row.rsplit(",", 4)
-        by_split.setdefault(split, set()).add(name)
+    with (trained_run / "split.csv").open() as handle:
+        for row in csv.DictReader(handle):
+            by_split.setdefault(row["split"], set()).add(row["class"])
     assert set(by_split) == {"train", "val", "test"}
     assert all(names == set(COMPONENT_CLASSES) for names in by_split.values())
 

@@ -216,13 +216,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def _cmd_explain(args: argparse.Namespace) -> int:
     from ewaste_vision.explain.run import explain_paths
-    from ewaste_vision.inference import expand_image_paths
 
-    paths = expand_image_paths(args.paths)
     written = explain_paths(
-        args.run, paths, args.out, args.classes, args.method, args.shared_scale, args.target_layer
+        args.run, args.paths, args.out, args.classes, args.method, args.shared_scale, args.target_layer
     )
-    print(f"wrote heatmaps for {len(paths)} images to {args.out} ({len(written)} files)")
+    print(f"wrote heatmaps for {len(written.images)} images to {args.out} ({len(written)} files)")
+    for path, reason in written.skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,8 @@ def evaluate_run(
     train_targets = task.targets(train_records, len(class_names)) if train_records else targets
     metrics = task.score(targets, probs, class_names, train_targets, predictor.meta.extra)
     metrics.update({"split": split, "evaluated_on": source, "skipped_files": len(skipped)})
+    extra_metrics, extra_sections = task.extra_scores(predictor, [by_path[p] for p in kept])
+    metrics.update(extra_metrics)
     write_json(out_dir / "metrics.json", metrics)
     report_context = {
         **(context or {}),
@@ -65,6 +68,7 @@ def evaluate_run(
         "evaluated_on": f"{source}, split {split}",
         "split_sizes": _split_sizes(own_records),
         "skipped": [*(context or {}).get("skipped", []), *(f"{p}: {why}" for p, why in skipped)],
+        "extra_sections": extra_sections,
     }
     report = task.write_report(out_dir, metrics, report_context)
     return metrics, report
@@ -78,7 +82,17 @@ def _records_from_data(data: Path, task: Any, class_names: list[str]) -> list[Im
     if unknown:
         raise DataError(f"{data}: class {unknown[0]!r} is not one the model knows ({', '.join(class_names)})")
     remap = {i: index[name] for i, name in enumerate(dataset.class_names)}
-    return [ImageRecord(r.path, remap[r.label], r.split, r.group) for r in dataset.records]
+    return [
+        ImageRecord(
+            r.path,
+            remap.get(r.label, -1),
+            r.split,
+            r.group,
+            tuple(sorted(remap[i] for i in r.present)),
+            tuple(dataclasses.replace(b, class_id=remap[b.class_id]) for b in r.boxes),
+        )
+        for r in dataset.records
+    ]
 
 
 def _split_sizes(records: list[ImageRecord]) -> str:

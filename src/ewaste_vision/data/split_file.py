@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 
-from ewaste_vision.data.records import ImageRecord
+from ewaste_vision.data.records import ImageRecord, ObjectBox
 from ewaste_vision.errors import RunError
 from ewaste_vision.io.atomic import write_text
 
-COLUMNS = ("path", "label", "class", "split", "group")
+COLUMNS = ("path", "label", "class", "split", "group", "present", "boxes")
 
 
 def write_split_file(path: Path, records: list[ImageRecord], class_names: list[str]) -> Path:
@@ -33,8 +34,19 @@ def read_split_file(path: Path) -> list[ImageRecord]:
     with path.open(newline="", encoding="utf-8") as handle:
         for line_number, row in enumerate(csv.DictReader(handle), start=2):
             try:
+                present = tuple(int(i) for i in (row.get("present") or "").split(";") if i)
+                boxes = tuple(
+                    ObjectBox(int(b[0]), *map(float, b[1:])) for b in json.loads(row.get("boxes") or "[]")
+                )
                 records.append(
-                    ImageRecord(Path(row["path"]), int(row["label"]), row["split"] or None, int(row["group"]))
+                    ImageRecord(
+                        Path(row["path"]),
+                        int(row["label"]),
+                        row["split"] or None,
+                        int(row["group"]),
+                        present,
+                        boxes,
+                    )
                 )
             except (KeyError, TypeError, ValueError) as exc:
                 raise RunError(

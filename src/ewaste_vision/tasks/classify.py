@@ -50,6 +50,7 @@ class ClassifyTask(Task):
         from ewaste_vision.report.plots import plot_confusion_matrix, plot_learning_curves
 
         context = dict(context)
+        context.pop("extra_sections", None)
         class_names = context.pop("class_names")
         training_log = Path(context.pop("run_dir", run_dir)) / "logs" / "metrics.csv"
         plots_dir = run_dir / "plots"

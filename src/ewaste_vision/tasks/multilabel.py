@@ -78,6 +78,12 @@ class MultilabelTask(Task):
         thresholds = settings.get("thresholds") or [0.5] * len(class_names)
         return multilabel_metrics(targets, probs, class_names, thresholds, train_targets)
 
+    def extra_scores(self, predictor: Any, records: list[ImageRecord]) -> tuple[dict[str, Any], list[str]]:
+        """Heatmap quality against the YOLO boxes, on up to `CAM_QUALITY_IMAGES` test images."""
+        from ewaste_vision.explain.quality_report import heatmap_quality
+
+        return heatmap_quality(predictor, records)
+
     def write_report(self, run_dir: Path, metrics: dict[str, Any], context: dict[str, Any]) -> Path:
         from ewaste_vision.report.multilabel_report import write_multilabel_report
 

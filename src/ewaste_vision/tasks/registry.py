@@ -63,6 +63,10 @@ class Task(ABC):
     ) -> dict[str, Any]:
         """Test metrics, JSON-ready, with a trivial baseline beside them."""
 
+    def extra_scores(self, predictor: Any, records: list[ImageRecord]) -> tuple[dict[str, Any], list[str]]:
+        """Further metrics for `metrics.json` and sections for the report (e.g. heatmap quality)."""
+        return {}, []
+
     @abstractmethod
     def write_report(self, run_dir: Path, metrics: dict[str, Any], context: dict[str, Any]) -> Path:
         """Write plots and the human report into `run_dir`; return the report's path."""

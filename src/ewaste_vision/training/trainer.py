@@ -262,6 +262,7 @@ def _split_dataset(task: Task, config: TrainConfig, run_dir: Path) -> tuple[Labe
         cache_file=run_dir / "cache" / "fingerprints.json",
         fractions=config.split,
         max_distance=config.duplicate_distance,
+        invariant=task.invariant_duplicates,
     )
     write_split_file(run_dir / "split.csv", dataset.records, dataset.class_names)
     for split in ("train", "val", "test"):
