@@ -20,9 +20,14 @@ def write_split_file(path: Path, records: list[ImageRecord], class_names: list[s
     writer = csv.writer(buffer)
     writer.writerow(COLUMNS)
     for record in records:
-        writer.writerow(
-            [str(record.path), record.label, class_names[record.label], record.split, record.group]
+        name = (
+            class_names[record.label]
+            if record.label >= 0
+            else ";".join(class_names[i] for i in record.present)
         )
+        boxes = json.dumps([[b.class_id, b.cx, b.cy, b.w, b.h] for b in record.boxes]) if record.boxes else ""
+        present = ";".join(str(i) for i in record.present)
+        writer.writerow([str(record.path), record.label, name, record.split, record.group, present, boxes])
     return write_text(path, buffer.getvalue())
 
 

@@ -268,7 +268,10 @@ def _split_dataset(task: Task, config: TrainConfig, run_dir: Path) -> tuple[Labe
     for split in ("train", "val", "test"):
         if not dataset.in_split(split):
             raise DataError(f"{config.data}: the {split} split is empty; add images (at least ~10 per class)")
-    if len({r.label for r in dataset.in_split("train")}) < 2:
+    train_classes = {
+        c for r in dataset.in_split("train") for c in ((r.label,) if r.label >= 0 else r.present)
+    }
+    if len(train_classes) < 2:
         raise DataError(f"{config.data}: the train split holds fewer than two classes; add images")
     if dataset.skipped:
         log.warning(
@@ -337,7 +340,9 @@ def _linear_setup(
     num_classes = len(dataset.class_names)
     train_targets = task.targets(dataset.in_split("train"), num_classes)
     views, count, width = features["train"].shape
-    train_set = TensorDataset(features["train"].reshape(views * count, width), train_targets.repeat(views))
+    train_set = TensorDataset(
+        features["train"].reshape(views * count, width), torch.cat([train_targets] * views)
+    )
     val_set = TensorDataset(features["val"][0], task.targets(dataset.in_split("val"), num_classes))
     head = torch.nn.Sequential(model.dropout, model.head)  # shares modules with `model`
     module = SupervisedModule(head, task, config.lr, config.weight_decay, loss_name=config.loss)
