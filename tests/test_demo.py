@@ -1,4 +1,4 @@
-"""`ewaste demo`: the main job end to end with no data and no network."""
+"""`ewaste demo`: the main jobs end to end with no data and no network."""
 
 from __future__ import annotations
 
@@ -12,11 +12,16 @@ from ewaste_vision.cli import main
 
 @pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
-    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
+    demo = tmp_path / "demo"
+    assert main(["demo", "--out", str(demo)]) == 0
     out = capsys.readouterr().out
-    run = tmp_path / "demo" / "runs" / "components"
-    assert str(run / "report.md") in out
-    metrics = json.loads((run / "metrics.json").read_text())
+    assert str(demo / "report.md") in out
+    components = json.loads((demo / "runs" / "components" / "metrics.json").read_text())
     # Eight synthetic component classes: the pretrained offline backbone must be far above chance.
-    assert metrics["accuracy"] > 0.6 > metrics["baseline_accuracy"]
-    assert (tmp_path / "demo" / "data" / "boards" / "data.yaml").is_file()
+    assert components["accuracy"] > 0.6 > components["baseline_accuracy"]
+    boards = json.loads((demo / "runs" / "boards" / "metrics.json").read_text())
+    assert "micro_f1" in boards and boards["cam_pointing"]
+    summary = (demo / "report.md").read_text()
+    assert "pointing game" in summary.lower()
+    panels = [line for line in summary.splitlines() if line.startswith("![") and "panel.png" in line]
+    assert panels and all((demo / line.split("(")[1].rstrip(")")).is_file() for line in panels)
