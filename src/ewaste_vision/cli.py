@@ -93,6 +93,18 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("dir", type=Path)
     check.add_argument("--json", type=Path, help="also write the report as JSON")
     check.set_defaults(handler=_cmd_data_check)
+    to_csv = data_commands.add_parser("yolo2multilabel", help="YOLO labels as multi-hot rows in a CSV")
+    to_csv.add_argument("data", type=Path, help="YOLO dataset folder or its data.yaml")
+    to_csv.add_argument("--out", type=Path, required=True, help="CSV file to write")
+    to_csv.set_defaults(handler=_cmd_data_yolo2multilabel)
+    resplit = data_commands.add_parser("split", help="new YOLO tree with copies of a photo kept in one split")
+    resplit.add_argument("data", type=Path, help="YOLO dataset folder or its data.yaml")
+    resplit.add_argument("--out", type=Path, required=True, help="new folder for the split dataset")
+    resplit.add_argument("--seed", type=int, default=0)
+    resplit.add_argument(
+        "--fractions", type=float, nargs=3, default=(0.7, 0.15, 0.15), metavar=("TRAIN", "VAL", "TEST")
+    )
+    resplit.set_defaults(handler=_cmd_data_split)
     synth = data_commands.add_parser("synth-pcb", help="draw synthetic circuit boards with YOLO labels")
     synth.add_argument("--out", type=Path, required=True)
     synth.add_argument("-n", type=int, default=200, help="number of boards (default 200)")
@@ -242,6 +254,47 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
     if args.json:
         write_json(args.json, report.to_dict())
     return 0
+
+
+def _cmd_data_yolo2multilabel(args: argparse.Namespace) -> int:
+    from ewaste_vision.data.yolo import read_yolo, write_multilabel_csv
+
+    dataset, summary = read_yolo(args.data)
+    write_multilabel_csv(dataset, args.out)
+    print(f"wrote {len(dataset.records)} images x {len(dataset.class_names)} classes to {args.out}")
+    print(summary.describe())
+    _print_skipped(dataset.skipped)
+    return 0
+
+
+def _cmd_data_split(args: argparse.Namespace) -> int:
+    from ewaste_vision.data.leakage import find_augmented_copies
+    from ewaste_vision.data.yolo import read_yolo_dataset
+    from ewaste_vision.data.yolo_split import multilabel_grouped_split, write_split_dataset
+
+    dataset = read_yolo_dataset(args.data)
+    groups = find_augmented_copies([r.path for r in dataset.records], progress=sys.stderr.isatty())
+    readable = [index for index, group in enumerate(groups) if group >= 0]
+    unreadable = [r.path for r, g in zip(dataset.records, groups, strict=True) if g < 0]
+    dataset.skipped += [(path, f"{path}: cannot be read; left out") for path in unreadable]
+    dataset.records = [dataset.records[index] for index in readable]
+    groups = [groups[index] for index in readable]
+    splits = multilabel_grouped_split(
+        [r.present for r in dataset.records], groups, len(dataset.class_names), args.fractions, args.seed
+    )
+    yaml_file = write_split_dataset(dataset, splits, args.out)
+    copies = len(groups) - len(set(groups))
+    counts = ", ".join(f"{name} {splits.count(name)}" for name in ("train", "val", "test"))
+    print(f"wrote {yaml_file}: {counts} images; {copies} copies kept with their source photo")
+    _print_skipped(dataset.skipped)
+    return 0
+
+
+def _print_skipped(skipped: list[tuple[Path, str]], listed: int = 10) -> None:
+    for _, reason in skipped[:listed]:
+        print(f"skipped {reason}", file=sys.stderr)
+    if len(skipped) > listed:
+        print(f"... and {len(skipped) - listed} more skipped", file=sys.stderr)
 
 
 def _cmd_data_synth(args: argparse.Namespace) -> int:

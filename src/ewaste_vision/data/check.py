@@ -1,7 +1,9 @@
 """A dataset health check: what is there, what cannot be read, and which images are copies.
 
 It backs `ewaste data check DIR`: people run it before training to learn whether the test score
-they are about to get can be trusted.
+they are about to get can be trusted. Class folders and YOLO datasets (a folder with `data.yaml`)
+are both read; in a YOLO dataset an image counts once for every class it contains, and copies are
+looked for with the augmentation-aware finder of `leakage` (flips, turns, crops, grayscale, hue).
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from ewaste_vision.data.dedup import (
     unreadable_reason,
 )
 from ewaste_vision.data.folders import read_class_folders
-from ewaste_vision.data.records import SPLITS
+from ewaste_vision.data.leakage import find_augmented_copies
+from ewaste_vision.data.records import SPLITS, LabelledImages
+from ewaste_vision.data.yolo import find_yolo_yaml, read_yolo_dataset
 
 NO_SPLIT = "all"
 """Column name of the image counts when the data gives no split."""
@@ -41,6 +45,10 @@ class DataReport:
         near_duplicates: groups of near-copies (resized, recompressed, lightly edited), some not identical.
         cross_split: duplicate groups whose members sit in different splits, as (split, file).
         cross_class: duplicate groups whose members carry different classes, as (class, file).
+        multi_label: True for YOLO datasets, where `counts` are images containing each class.
+        images: readable images when they cannot be summed from `counts` (multi-label).
+        label_problems: (label file or image, "file:line: reason") for each skipped label line
+            and each image without a label file (YOLO datasets).
     """
 
     root: Path
@@ -53,6 +61,9 @@ class DataReport:
     near_duplicates: list[list[Path]] = field(default_factory=list)
     cross_split: list[list[tuple[str, Path]]] = field(default_factory=list)
     cross_class: list[list[tuple[str, Path]]] = field(default_factory=list)
+    multi_label: bool = False
+    images: int | None = None
+    label_problems: list[tuple[Path, str]] = field(default_factory=list)
 
     @property
     def has_split(self) -> bool:
@@ -62,6 +73,8 @@ class DataReport:
     @property
     def total(self) -> int:
         """Readable images."""
+        if self.images is not None:
+            return self.images
         return sum(sum(per_split.values()) for per_split in self.counts.values())
 
     def to_dict(self) -> dict[str, Any]:
@@ -87,23 +100,29 @@ class DataReport:
             "cross_class": [
                 [{"class": c, "file": rel(path)} for c, path in group] for group in self.cross_class
             ],
+            "multi_label": self.multi_label,
+            "label_problems": [{"file": rel(path), "reason": why} for path, why in self.label_problems],
         }
 
 
 def check_dataset(
     root: Path, cache_file: Path | None = None, invariant: bool = False, max_distance: int = 4
 ) -> DataReport:
-    """Read the class folders under `root`, decode every image, and look for duplicates.
+    """Read the dataset at `root`, decode every image, and look for duplicates.
 
     Args:
-        root: a dataset folder in a layout `read_class_folders` accepts.
+        root: a dataset folder in a layout `read_class_folders` accepts, or a YOLO dataset (a
+            folder holding `data.yaml`, or the yaml file). YOLO datasets are always checked for
+            augmented copies (flips, turns, crops, grayscale, hue; see `leakage`).
         cache_file: JSON file that keeps image fingerprints between runs.
         invariant: count flipped and rotated copies as duplicates too.
         max_distance: perceptual-hash bits two near-copies may differ in (of 64).
 
     Raises:
-        DataError: the folder layout cannot be read (see `read_class_folders`).
+        DataError: the folder layout or data.yaml cannot be read.
     """
+    if find_yolo_yaml(root) is not None:
+        return _check_yolo(read_yolo_dataset(root), cache_file, max_distance)
     dataset = read_class_folders(root)
     paths = [record.path for record in dataset.records]
     fingerprints = fingerprints_cached(paths, cache_file, invariant=invariant)
@@ -139,6 +158,39 @@ def check_dataset(
     return report
 
 
+def _check_yolo(dataset: LabelledImages, cache_file: Path | None, max_distance: int) -> DataReport:
+    """`check_dataset` for a multi-label YOLO dataset; copies found by `find_augmented_copies`."""
+    paths = [record.path for record in dataset.records]
+    fingerprints = fingerprints_cached(paths, cache_file, invariant=True)
+    groups = find_augmented_copies(paths, fingerprints, phash_distance=max_distance)
+    splits = [s for s in SPLITS if any(r.split == s for r in dataset.records)] or [NO_SPLIT]
+    counts = {name: dict.fromkeys(splits, 0) for name in dataset.class_names}
+    for record, fingerprint in zip(dataset.records, fingerprints, strict=True):
+        if fingerprint is not None:
+            for class_id in record.present:
+                counts[dataset.class_names[class_id]][record.split or NO_SPLIT] += 1
+    report = DataReport(
+        root=dataset.root,
+        class_names=list(dataset.class_names),
+        splits=splits,
+        counts=counts,
+        unreadable=[
+            (path, unreadable_reason(path) or "cannot be read")
+            for path, fingerprint in zip(paths, fingerprints, strict=True)
+            if fingerprint is None
+        ],
+        multi_label=True,
+        images=sum(fingerprint is not None for fingerprint in fingerprints),
+        label_problems=list(dataset.skipped),
+    )
+    for group in duplicate_groups(fingerprints, groups):
+        members = [dataset.records[index] for index in group.members]
+        (report.exact_duplicates if group.exact else report.near_duplicates).append([r.path for r in members])
+        if len({r.split for r in members}) > 1:
+            report.cross_split.append([(r.split or NO_SPLIT, r.path) for r in members])
+    return report
+
+
 def format_report(report: DataReport) -> str:
     """A compact text report: a table of classes by splits, then the problems found."""
 
@@ -149,6 +201,8 @@ def format_report(report: DataReport) -> str:
     lines = [
         f"{report.root}: {len(report.class_names)} classes, {report.total} readable images ({split_note})"
     ]
+    if report.multi_label:
+        lines.append("multi-label: each image counts once for every class it contains")
 
     columns = [*report.splits, "total"] if report.has_split else ["images"]
     name_width = max(len("class"), *(len(name) for name in report.class_names))
@@ -159,7 +213,9 @@ def format_report(report: DataReport) -> str:
     rows = [(name, [*report.counts[name].values()]) for name in report.class_names]
     totals = [sum(report.counts[name][s] for name in report.class_names) for s in report.splits]
     for name, values in [*rows, ("total", totals)]:
-        cells = [*values, sum(values)] if report.has_split else values
+        # Multi-label rows overlap, so the total column of the totals row is the image count.
+        row_total = report.total if report.multi_label and name == "total" else sum(values)
+        cells = [*values, row_total] if report.has_split else values
         lines.append(
             "  ".join(
                 [name.ljust(name_width)] + [str(v).rjust(w) for v, w in zip(cells, widths, strict=True)]
@@ -191,6 +247,11 @@ def format_report(report: DataReport) -> str:
             "re-split with duplicates grouped)"
         )
         problems += _listed([", ".join(f"{rel(p)} [{s}]" for s, p in group) for group in report.cross_split])
+    if report.label_problems:
+        problems.append(
+            f"label problems: {len(report.label_problems)} (lines and images skipped; fix or delete them)"
+        )
+        problems += _listed([why for _, why in report.label_problems])
     if report.ignored:
         problems.append(f"ignored: {len(report.ignored)} files or folders")
         problems += _listed([f"{rel(path)}: {reason}" for path, reason in report.ignored])

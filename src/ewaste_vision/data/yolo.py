@@ -1,122 +1,176 @@
-"""Reading YOLO-format datasets (`data.yaml` + images + labels), as Roboflow and Ultralytics export.
+"""Reading a YOLO dataset (`data.yaml` + images + one label file per image) into records.
 
-Each label line is `class cx cy w h` (a box) or `class x1 y1 x2 y2 ...` (a polygon, turned into its
-bounding box), coordinates as fractions of the image. A bad line is skipped and reported with its
-file and line number; an image without a label file is reported; an empty label file means the
-image holds none of the classes.
+The layout follows Ultralytics: `data.yaml` names the classes and where the `train`, `val` (or
+`valid`) and `test` images are, each a folder, a list of folders, or a `.txt` file listing images.
+The label file of `.../images/x.jpg` is `.../labels/x.txt` (the last `images` path component
+becomes `labels`); each line is `class cx cy w h` (a box) or `class x1 y1 x2 y2 ...` (a polygon,
+turned into its bounding box here), in fractions of the image.
+
+Real exports are messy, so a bad line never stops the reader: it is skipped and reported with its
+file and line number, and an image without a label file is reported and left out. An empty label
+file is an image with no objects.
 """
 
 from __future__ import annotations
 
+import csv
+import math
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
-from ewaste_vision.data.images import IMAGE_EXTENSIONS
+from ewaste_vision.data.images import is_image_file
 from ewaste_vision.data.records import ImageRecord, LabelledImages, ObjectBox
 from ewaste_vision.errors import DataError
+from ewaste_vision.io.atomic import write_atomic
 
-SPLIT_KEYS = {"train": "train", "val": "val", "valid": "val", "test": "test"}
+YAML_NAMES = ("data.yaml", "data.yml")
+"""File names looked for when a folder is given."""
+
+SPLIT_KEYS: dict[str, tuple[str, ...]] = {"train": ("train",), "val": ("val", "valid"), "test": ("test",)}
+"""Canonical split -> the `data.yaml` keys that may hold it, in order of preference."""
+
+_COORD_TOLERANCE = 1e-6
+"""Exporters write 1.0000001 now and then; such values are clipped, not rejected."""
 
 
-def find_data_yaml(root_or_yaml: Path) -> Path:
-    """The `data.yaml` of a dataset given as its folder or the file itself."""
-    path = Path(root_or_yaml)
-    candidate = path / "data.yaml" if path.is_dir() else path
-    if not candidate.is_file():
-        raise DataError(
-            f"{candidate}: not found; a YOLO dataset needs a data.yaml with `names` and split paths"
+@dataclass
+class YoloSummary:
+    """What `read_yolo` met on the way, beyond the records themselves.
+
+    Attributes:
+        yaml_file: the `data.yaml` that was read.
+        label_files: label files read.
+        boxes: object lines kept (boxes and converted polygons).
+        polygons_converted: polygon lines turned into their bounding box.
+        malformed_lines: lines skipped, by reason (e.g. "class id out of range").
+        missing_labels: images left out because they have no label file.
+        empty_label_files: images whose label file is empty (no objects).
+    """
+
+    yaml_file: Path
+    label_files: int = 0
+    boxes: int = 0
+    polygons_converted: int = 0
+    malformed_lines: Counter[str] = field(default_factory=Counter)
+    missing_labels: int = 0
+    empty_label_files: int = 0
+
+    def describe(self) -> str:
+        """One line for people."""
+        skipped = sum(self.malformed_lines.values())
+        reasons = ", ".join(f"{count} {reason}" for reason, count in self.malformed_lines.most_common())
+        return (
+            f"{self.label_files} label files, {self.boxes} objects ({self.polygons_converted} polygons "
+            f"converted to boxes), {skipped} malformed lines skipped"
+            + (f" ({reasons})" if reasons else "")
+            + f", {self.missing_labels} images without a label file"
+            + f", {self.empty_label_files} empty label files"
         )
-    return candidate
 
 
-def is_yolo_dataset(root: Path) -> bool:
+def is_yolo_dataset(root: Path | str) -> bool:
     """True when `root` is a folder holding a data.yaml, or is such a file."""
-    root = Path(root)
-    return (root / "data.yaml").is_file() or (root.is_file() and root.suffix in (".yaml", ".yml"))
+    return find_yolo_yaml(root) is not None
 
 
-def class_names_from_yaml(spec: dict[str, Any], source: Path) -> list[str]:
-    """`names` as a list or as a {index: name} mapping, checked against `nc` when given."""
-    if "names" not in spec:
-        raise DataError(f"{source}: missing key 'names'; list the class names in index order")
-    names = spec["names"]
-    if isinstance(names, dict):
-        try:
-            indices = sorted(int(k) for k in names)
-        except (TypeError, ValueError) as exc:
-            raise DataError(f"{source}: key 'names' must map class indices 0..N-1 to names") from exc
-        if indices != list(range(len(indices))):
-            raise DataError(
-                f"{source}: key 'names' must number the classes 0..{len(indices) - 1} without gaps"
-            )
-        names = [names[k] if k in names else names[str(k)] for k in indices]
-    if not isinstance(names, list) or not names:
-        raise DataError(f"{source}: key 'names' must be a non-empty list or mapping of class names")
-    if "nc" in spec and int(spec["nc"]) != len(names):
-        raise DataError(f"{source}: key 'nc' says {spec['nc']} classes but 'names' lists {len(names)}")
-    return [str(n) for n in names]
+def find_yolo_yaml(root_or_yaml: Path | str) -> Path | None:
+    """The `data.yaml` of a YOLO dataset given as that file or its folder; None when there is none."""
+    path = Path(root_or_yaml)
+    if path.is_file() and path.suffix.lower() in (".yaml", ".yml"):
+        return path
+    if path.is_dir():
+        for name in YAML_NAMES:
+            if (path / name).is_file():
+                return path / name
+    return None
 
 
-def parse_label_line(line: str, num_classes: int) -> ObjectBox:
-    """One label line as a box; `ValueError` says what is wrong with it."""
-    fields = line.split()
-    if len(fields) < 5 or (len(fields) > 5 and len(fields) % 2 == 0):
-        raise ValueError(f"expected 'class cx cy w h' or 'class x1 y1 x2 y2 ...', got {len(fields)} fields")
-    try:
-        class_value = float(fields[0])
-        values = [float(v) for v in fields[1:]]
-    except ValueError:
-        raise ValueError("a field is not a number") from None
-    if not class_value.is_integer() or not 0 <= class_value < num_classes:
-        raise ValueError(f"class id {fields[0]} is outside 0..{num_classes - 1}")
-    if any(not 0.0 <= v <= 1.0 for v in values):
-        raise ValueError("a coordinate is outside [0, 1]")
-    if len(values) == 4:
-        cx, cy, w, h = values
-    else:
-        xs, ys = values[0::2], values[1::2]
-        cx, cy = (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2
-        w, h = max(xs) - min(xs), max(ys) - min(ys)
-    return ObjectBox(int(class_value), cx, cy, w, h)
+def read_yolo_dataset(root_or_yaml: Path | str, splits_only: bool = False) -> LabelledImages:
+    """Read a YOLO dataset; see `read_yolo` (this drops the summary)."""
+    return read_yolo(root_or_yaml, splits_only=splits_only)[0]
 
 
-def read_label_file(path: Path, num_classes: int) -> tuple[list[ObjectBox], list[tuple[Path, str]]]:
-    """Boxes of one label file and the problems found in it (file:line: reason)."""
-    boxes, problems = [], []
-    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
-        if not line.strip():
+def read_yolo(root_or_yaml: Path | str, splits_only: bool = False) -> tuple[LabelledImages, YoloSummary]:
+    """Read a YOLO dataset into records with multi-label classes and boxes.
+
+    Args:
+        root_or_yaml: the dataset folder (holding `data.yaml`) or the yaml file itself.
+        splits_only: only find the images and their splits; label files are not opened, so
+            records carry no classes or boxes and no label problems are reported.
+
+    Returns:
+        The dataset (`label` is -1; `present` holds the sorted class ids of the image, `boxes`
+        its objects, `split` the yaml key it was listed under; `root` is the dataset root) and a
+        summary. `skipped` holds one (label file, "file:line: reason") per malformed line and one
+        (image, reason) per image without a label file.
+
+    Raises:
+        DataError: no `data.yaml`, unreadable yaml, a missing `names` or `train` key, or a split
+            path that does not exist; the message names the key.
+    """
+    yaml_file = find_yolo_yaml(root_or_yaml)
+    if yaml_file is None:
+        raise DataError(
+            f"{root_or_yaml}: no data.yaml found; pass a YOLO dataset folder or its data.yaml file"
+        )
+    spec = _load_yaml(yaml_file)
+    class_names = _class_names(spec, yaml_file)
+    root = _dataset_root(spec, yaml_file)
+
+    summary = YoloSummary(yaml_file=yaml_file)
+    records: list[ImageRecord] = []
+    skipped: list[tuple[Path, str]] = []
+    seen: dict[Path, str] = {}
+    for split, keys in SPLIT_KEYS.items():
+        key = next((k for k in keys if spec.get(k) not in (None, "", [])), None)
+        if key is None:
+            if split == "train":
+                raise DataError(f"{yaml_file}: key 'train' is missing; add `train: path/to/train/images`")
             continue
-        try:
-            boxes.append(parse_label_line(line, num_classes))
-        except ValueError as exc:
-            problems.append((path, f"{path}:{number}: {exc}; line skipped, fix or delete it"))
-    return boxes, problems
-
-
-def _split_image_files(entry: Any, base: Path, key: str, source: Path) -> list[Path]:
-    entries = entry if isinstance(entry, list) else [entry]
-    files: list[Path] = []
-    for item in entries:
-        folder = (base / str(item)).resolve()
-        if folder.is_file() and folder.suffix == ".txt":
-            files += [
-                (folder.parent / line.strip()).resolve()
-                for line in folder.read_text().splitlines()
-                if line.strip()
-            ]
-        elif folder.is_dir():
-            files += sorted(
-                p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+        for image in _split_images(spec[key], key, root, yaml_file):
+            if image in seen:
+                skipped.append(
+                    (image, f"{image}: listed in {seen[image]} and {split}; kept in {seen[image]}")
+                )
+                continue
+            seen[image] = split
+            if splits_only:
+                records.append(ImageRecord(path=image, label=-1, split=split))
+                continue
+            label_file = label_path_for(image)
+            if not label_file.is_file():
+                summary.missing_labels += 1
+                skipped.append(
+                    (
+                        image,
+                        f"{image}: no label file ({label_file}); skipped, add one (empty = no objects)",
+                    )
+                )
+                continue
+            boxes, problems = parse_label_file(label_file, len(class_names), summary)
+            skipped += [(label_file, problem) for problem in problems]
+            records.append(
+                ImageRecord(
+                    path=image,
+                    label=-1,
+                    split=split,
+                    present=tuple(sorted({box.class_id for box in boxes})),
+                    boxes=tuple(boxes),
+                )
             )
-        else:
-            raise DataError(f"{source}: key '{key}' points to {folder}, which does not exist; fix the path")
-    return files
+    if not records:
+        raise DataError(f"{yaml_file}: no labelled images found; check the split paths and labels/ folders")
+    return LabelledImages(root=root, class_names=class_names, records=records, skipped=skipped), summary
 
 
 def label_path_for(image: Path) -> Path:
-    """Ultralytics convention: the last `images` folder of the path becomes `labels`, suffix `.txt`."""
+    """Ultralytics convention: the last `images` component of the path becomes `labels`, suffix `.txt`."""
     parts = list(image.parts)
     for index in range(len(parts) - 2, -1, -1):
         if parts[index] == "images":
@@ -125,34 +179,177 @@ def label_path_for(image: Path) -> Path:
     return image.with_suffix(".txt")
 
 
-def read_yolo_dataset(root_or_yaml: Path) -> LabelledImages:
-    """All images of a YOLO dataset with their classes present and boxes; problems go to `skipped`."""
-    source = find_data_yaml(Path(root_or_yaml))
+def parse_label_file(
+    label_file: Path, num_classes: int, summary: YoloSummary | None = None
+) -> tuple[list[ObjectBox], list[str]]:
+    """Parse one label file into boxes; polygons become their bounding box.
+
+    Returns:
+        The boxes of the good lines, and one "file:line: reason; what to do" per bad line.
+    """
     try:
-        spec = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise DataError(f"{source}: not valid YAML ({str(exc).splitlines()[0]}); fix the syntax") from exc
+        text = label_file.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        return [], [f"{label_file}: cannot read ({exc.strerror or type(exc).__name__}); check the file"]
+    boxes: list[ObjectBox] = []
+    problems: list[str] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        parsed = parse_label_line(line, num_classes)
+        if isinstance(parsed, str):
+            problems.append(f"{label_file}:{number}: {parsed}; fix or delete the line (it was skipped)")
+            if summary is not None:
+                summary.malformed_lines[parsed.split(" (")[0]] += 1
+            continue
+        box, was_polygon = parsed
+        boxes.append(box)
+        if summary is not None:
+            summary.boxes += 1
+            summary.polygons_converted += was_polygon
+    if summary is not None:
+        summary.label_files += 1
+        summary.empty_label_files += not boxes and not problems
+    return boxes, problems
+
+
+def parse_label_line(line: str, num_classes: int) -> tuple[ObjectBox, bool] | str:
+    """One label line as (box, was it a polygon), or the reason it is malformed."""
+    fields = line.split()
+    if len(fields) != 5 and (len(fields) < 7 or len(fields) % 2 == 0):
+        return (
+            f"wrong field count ({len(fields)}; a box has 5 fields: class cx cy w h, "
+            "a polygon an odd number of at least 7: class x1 y1 x2 y2 x3 y3 ...)"
+        )
+    try:
+        class_value = float(fields[0])
+        values = [float(value) for value in fields[1:]]
+    except ValueError:
+        return f"not a number in {line.strip()!r}"
+    if not class_value.is_integer():
+        return f"class id {fields[0]} is not a whole number"
+    class_id = int(class_value)
+    if not 0 <= class_id < num_classes:
+        return f"class id {class_id} out of range (data.yaml names classes 0..{num_classes - 1})"
+    if not all(math.isfinite(v) and -_COORD_TOLERANCE <= v <= 1 + _COORD_TOLERANCE for v in values):
+        return "coordinates outside [0, 1] (YOLO labels are fractions of the image width and height)"
+    values = [min(max(v, 0.0), 1.0) for v in values]
+    if len(fields) == 5:
+        cx, cy, w, h = values
+        if w <= 0 or h <= 0:
+            return "zero width or height"
+        return ObjectBox(class_id, cx, cy, w, h), False
+    xs, ys = values[0::2], values[1::2]
+    w, h = max(xs) - min(xs), max(ys) - min(ys)
+    if w <= 0 or h <= 0:
+        return "zero width or height"
+    return ObjectBox(class_id, (max(xs) + min(xs)) / 2, (max(ys) + min(ys)) / 2, w, h), True
+
+
+def multi_hot(records: Sequence[ImageRecord], num_classes: int) -> torch.Tensor:
+    """The classes present in each record as a float tensor [N, C] of zeros and ones."""
+    vectors = torch.zeros(len(records), num_classes)  # [N, C]
+    for row, record in enumerate(records):
+        if record.present:
+            vectors[row, list(record.present)] = 1.0
+    return vectors
+
+
+def write_multilabel_csv(dataset: LabelledImages, path: Path | str) -> Path:
+    """Write one row per image: file (relative to the dataset root), split, then 0/1 per class."""
+    vectors = multi_hot(dataset.records, len(dataset.class_names)).to(torch.int64).tolist()
+
+    def write(handle: Any) -> None:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["file", "split", *dataset.class_names])
+        for record, vector in zip(dataset.records, vectors, strict=True):
+            writer.writerow([_relative(record.path, dataset.root), record.split or "", *vector])
+
+    return write_atomic(path, write)
+
+
+def _load_yaml(yaml_file: Path) -> dict[str, Any]:
+    try:
+        spec = yaml.safe_load(yaml_file.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise DataError(f"{yaml_file}: cannot read as YAML ({type(exc).__name__}); fix the file") from exc
     if not isinstance(spec, dict):
-        raise DataError(f"{source}: expected a mapping with keys 'names', 'train', 'val'")
-    names = class_names_from_yaml(spec, source)
-    base = (source.parent / str(spec.get("path") or ".")).resolve()
-    if not base.is_dir():
-        base = source.parent.resolve()  # exports often carry the exporter's absolute 'path'
-    split_keys = [k for k in SPLIT_KEYS if spec.get(k)]
-    if not split_keys:
-        raise DataError(f"{source}: missing key 'train' (and 'val'/'test'); give the image folders")
-    records: list[ImageRecord] = []
-    skipped: list[tuple[Path, str]] = []
-    for key in split_keys:
-        for image in _split_image_files(spec[key], base, key, source):
-            label_file = label_path_for(image)
-            if not label_file.is_file():
-                skipped.append((image, f"{image}: no label file {label_file.name}; image skipped"))
-                continue
-            boxes, problems = read_label_file(label_file, len(names))
-            skipped += problems
-            present = tuple(sorted({b.class_id for b in boxes}))
-            records.append(ImageRecord(image, -1, SPLIT_KEYS[key], -1, present, tuple(boxes)))
-    if not records:
-        raise DataError(f"{source}: no labelled images found; check the split paths and labels/ folders")
-    return LabelledImages(base, names, records, skipped)
+        raise DataError(f"{yaml_file}: expected a mapping with keys names, train, val; fix the file")
+    return spec
+
+
+def _class_names(spec: dict[str, Any], yaml_file: Path) -> list[str]:
+    names = spec.get("names")
+    if names is None:
+        raise DataError(f"{yaml_file}: key 'names' is missing; add the class names as a list or a mapping")
+    if isinstance(names, dict):
+        try:
+            ids = sorted(int(key) for key in names)
+        except (TypeError, ValueError):
+            raise DataError(f"{yaml_file}: key 'names' maps non-integer ids; use 0: name, 1: name") from None
+        if ids != list(range(len(ids))):
+            raise DataError(f"{yaml_file}: key 'names' must number classes 0..{len(ids) - 1} without gaps")
+        class_names = [str(names[key]) for key in sorted(names, key=int)]
+    elif isinstance(names, list):
+        class_names = [str(name) for name in names]
+    else:
+        raise DataError(f"{yaml_file}: key 'names' must be a list or a mapping of class names")
+    if not class_names:
+        raise DataError(f"{yaml_file}: key 'names' lists no classes; add the class names")
+    declared = spec.get("nc")
+    if declared is not None and declared != len(class_names):
+        raise DataError(
+            f"{yaml_file}: key 'nc' says {declared} classes, 'names' has {len(class_names)}; make them agree"
+        )
+    return class_names
+
+
+def _dataset_root(spec: dict[str, Any], yaml_file: Path) -> Path:
+    folder = yaml_file.resolve().parent
+    given = spec.get("path")
+    if given in (None, ""):
+        return folder
+    root = (folder / str(given)).resolve()
+    # Exports often carry the exporter's own absolute `path`; the yaml's folder is the next best guess.
+    return root if root.is_dir() else folder
+
+
+def _split_images(entry: Any, key: str, root: Path, yaml_file: Path) -> list[Path]:
+    entries = entry if isinstance(entry, list) else [entry]
+    images: list[Path] = []
+    for item in entries:
+        location = _resolve(str(item), root, yaml_file.resolve().parent)
+        if location is None:
+            raise DataError(
+                f"{yaml_file}: key '{key}' points to {item}, which does not exist under {root}; fix the path"
+            )
+        if location.is_dir():
+            images += sorted(path for path in location.rglob("*") if is_image_file(path))
+        else:
+            images += _listed_images(location, root)
+    return images
+
+
+def _resolve(given: str, root: Path, yaml_folder: Path) -> Path | None:
+    """`given` relative to the root; Roboflow exports write `../train/images`, so try that stripped too."""
+    candidates = [Path(given)] if Path(given).is_absolute() else [root / given, yaml_folder / given]
+    stripped = given
+    while stripped.startswith("../"):
+        stripped = stripped[3:]
+        candidates += [root / stripped, yaml_folder / stripped]
+    return next((path.resolve() for path in candidates if path.exists()), None)
+
+
+def _listed_images(list_file: Path, root: Path) -> list[Path]:
+    images = []
+    for line in list_file.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        given = Path(line.strip())
+        options: Iterable[Path] = [given] if given.is_absolute() else [list_file.parent / given, root / given]
+        images.append(next((path.resolve() for path in options if path.exists()), (root / given).resolve()))
+    return images
+
+
+def _relative(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
