@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -168,18 +168,9 @@ def fingerprints_cached(
     return results
 
 
-def group_duplicates(fingerprints: Sequence[Fingerprint | None], max_distance: int = 4) -> list[int]:
-    """Give copies of one photo the same group id.
-
-    Two images are copies when their md5 digests are equal or their perceptual hashes differ in
-    at most `max_distance` of 64 bits (under the best flip or quarter turn when both
-    fingerprints are invariant). Groups are closed transitively.
-
-    Returns:
-        One id per fingerprint: 0, 1, 2, ... in order of first appearance; -1 for None.
-    """
-    valid = [index for index, fingerprint in enumerate(fingerprints) if fingerprint is not None]
-    parent = list(range(len(fingerprints)))
+def union_find(size: int) -> tuple[Callable[[int], int], Callable[[int, int], None]]:
+    """`find` and `union` over items 0..size-1; every group is named by its smallest member."""
+    parent = list(range(size))
 
     def find(item: int) -> int:
         while parent[item] != item:
@@ -191,6 +182,22 @@ def group_duplicates(fingerprints: Sequence[Fingerprint | None], max_distance: i
         first_root, second_root = find(first), find(second)
         if first_root != second_root:
             parent[max(first_root, second_root)] = min(first_root, second_root)
+
+    return find, union
+
+
+def group_duplicates(fingerprints: Sequence[Fingerprint | None], max_distance: int = 4) -> list[int]:
+    """Give copies of one photo the same group id.
+
+    Two images are copies when their md5 digests are equal or their perceptual hashes differ in
+    at most `max_distance` of 64 bits (under the best flip or quarter turn when both
+    fingerprints are invariant). Groups are closed transitively.
+
+    Returns:
+        One id per fingerprint: 0, 1, 2, ... in order of first appearance; -1 for None.
+    """
+    valid = [index for index, fingerprint in enumerate(fingerprints) if fingerprint is not None]
+    find, union = union_find(len(fingerprints))
 
     first_with_md5: dict[str, int] = {}
     for index in valid:

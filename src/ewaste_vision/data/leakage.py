@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
-from ewaste_vision.data.dedup import DIHEDRAL, Fingerprint, group_duplicates
+from ewaste_vision.data.dedup import DIHEDRAL, Fingerprint, group_duplicates, union_find
 from ewaste_vision.data.images import load_rgb
 from ewaste_vision.errors import DataError, UnreadableImageError
 
@@ -146,18 +146,7 @@ def find_augmented_copies(
         log.warning("OpenCV is not installed: augmented copies are found by perceptual hash only")
         return linked
 
-    parent = list(range(len(paths)))
-
-    def find(item: int) -> int:
-        while parent[item] != item:
-            parent[item] = parent[parent[item]]
-            item = parent[item]
-        return item
-
-    def union(first: int, second: int) -> None:
-        first_root, second_root = find(first), find(second)
-        if first_root != second_root:
-            parent[max(first_root, second_root)] = min(first_root, second_root)
+    find, union = union_find(len(paths))
 
     first_of_group: dict[int, int] = {}
     for index in readable:

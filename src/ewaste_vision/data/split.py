@@ -43,6 +43,29 @@ class DuplicateSummary:
     cross_split: list[list[Path]] = field(default_factory=list)
 
 
+def normalised_shares(fractions: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Train/val/test shares scaled to sum 1, and the indices of the splits with a positive share.
+
+    Raises:
+        ValueError: not three non-negative numbers with a positive sum.
+    """
+    shares = np.asarray(fractions, dtype=float)
+    if shares.shape != (len(SPLITS),) or (shares < 0).any() or shares.sum() <= 0:
+        raise ValueError(
+            f"fractions must be {len(SPLITS)} non-negative numbers with a positive sum, got {fractions}"
+        )
+    shares = shares / shares.sum()
+    return shares, np.flatnonzero(shares > 0)
+
+
+def items_by_group(groups: Sequence[int]) -> dict[object, list[int]]:
+    """Item indices per group, in order of first appearance; a negative id is a group of one."""
+    items_of: dict[object, list[int]] = {}
+    for index, group in enumerate(groups):
+        items_of.setdefault(group if group >= 0 else ("single", index), []).append(index)
+    return items_of
+
+
 def grouped_stratified_split(
     labels: Sequence[int],
     groups: Sequence[int],
@@ -72,19 +95,9 @@ def grouped_stratified_split(
     """
     if len(labels) != len(groups):
         raise ValueError(f"got {len(labels)} labels but {len(groups)} group ids")
-    shares = np.asarray(fractions, dtype=float)
-    if shares.shape != (len(SPLITS),) or (shares < 0).any() or shares.sum() <= 0:
-        raise ValueError(
-            f"fractions must be {len(SPLITS)} non-negative numbers with a positive sum, got {fractions}"
-        )
-    shares = shares / shares.sum()
-    open_splits = np.flatnonzero(shares > 0)
+    shares, open_splits = normalised_shares(fractions)
 
-    # Negative ids become unique keys so each such item is a group of one.
-    keys = [group if group >= 0 else ("single", index) for index, group in enumerate(groups)]
-    items_of: dict[object, list[int]] = {}
-    for index, key in enumerate(keys):
-        items_of.setdefault(key, []).append(index)
+    items_of = items_by_group(groups)
     groups_of_class: dict[int, list[list[int]]] = {}
     for items in items_of.values():
         votes = Counter(labels[index] for index in items)

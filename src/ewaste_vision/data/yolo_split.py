@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ewaste_vision.data.records import SPLITS, LabelledImages
-from ewaste_vision.data.split import DEFAULT_FRACTIONS
+from ewaste_vision.data.split import DEFAULT_FRACTIONS, items_by_group, normalised_shares
 from ewaste_vision.errors import DataError
 from ewaste_vision.io.atomic import write_text, write_yaml
 
@@ -53,19 +53,9 @@ def multilabel_grouped_split(
     """
     if len(present) != len(groups):
         raise ValueError(f"got {len(present)} label sets but {len(groups)} group ids")
-    shares = np.asarray(fractions, dtype=float)
-    if shares.shape != (len(SPLITS),) or (shares < 0).any() or shares.sum() <= 0:
-        raise ValueError(
-            f"fractions must be {len(SPLITS)} non-negative numbers with a positive sum, got {fractions}"
-        )
-    shares = shares / shares.sum()
-    open_splits = np.flatnonzero(shares > 0)
+    shares, open_splits = normalised_shares(fractions)
 
-    keys = [group if group >= 0 else ("single", index) for index, group in enumerate(groups)]
-    items_of: dict[object, list[int]] = {}
-    for index, key in enumerate(keys):
-        items_of.setdefault(key, []).append(index)
-    members = list(items_of.values())
+    members = list(items_by_group(groups).values())
     counts = np.zeros((len(members), num_classes))  # (groups, classes): images with the class
     for row, items in enumerate(members):
         for index in items:

@@ -35,10 +35,9 @@ class MultilabelTask(Task):
         return read_yolo_dataset(root)
 
     def targets(self, records: list[ImageRecord], num_classes: int) -> torch.Tensor:
-        hot = torch.zeros(len(records), num_classes)
-        for row, record in enumerate(records):
-            hot[row, list(record.present)] = 1.0
-        return hot
+        from ewaste_vision.data.yolo import multi_hot
+
+        return multi_hot(records, num_classes)
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return bce_loss(logits, targets)
