@@ -80,6 +80,18 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--target-layer", help="module name of the feature map to explain")
     explain.set_defaults(handler=_cmd_explain)
 
+    value = commands.add_parser("value", help="detect components on boards and estimate their value")
+    value.add_argument("run", type=Path, help="run directory of a detect run")
+    value.add_argument("paths", nargs="+", type=Path, help="board images or folders of them (a lot)")
+    value.add_argument("--out", type=Path, required=True, help="folder for the lot CSV and report")
+    value.add_argument("--prices", type=Path, help="price table YAML (default: 001's figures, shipped)")
+    value.add_argument(
+        "--size-scaling",
+        action="store_true",
+        help="scale a component's content with its box area relative to its class mean",
+    )
+    value.set_defaults(handler=_cmd_value)
+
     demo = commands.add_parser("demo", help="the whole job on synthetic boards, offline, in minutes")
     demo.add_argument(
         "--out", type=Path, default=Path("ewaste-demo"), help="output folder (default ewaste-demo)"
@@ -235,6 +247,23 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     print(f"wrote heatmaps for {len(written.images)} images to {args.out} ({len(written)} files)")
     for path, reason in written.skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
+    return 0
+
+
+def _cmd_value(args: argparse.Namespace) -> int:
+    from ewaste_vision.lot_value import value_lot
+
+    result = value_lot(args.run, args.paths, args.out, args.prices, args.size_scaling)
+    total = sum(board.value for board in result.boards)
+    currency = result.boards[0].currency if result.boards else ""
+    interval = ""
+    if result.uncertainty is not None:
+        lot = result.uncertainty.lot
+        interval = f" (corrected {lot.expected:.2f}, 90% interval {lot.low:.2f} to {lot.high:.2f})"
+    print(f"{len(result.boards)} boards valued at {total:.2f} {currency}{interval}")
+    print(f"report: {result.report}")
+    for line in result.skipped:
+        print(f"skipped {line}", file=sys.stderr)
     return 0
 
 

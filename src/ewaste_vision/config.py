@@ -15,7 +15,10 @@ import yaml
 
 from ewaste_vision.errors import UserError
 
-STRATEGIES = ("linear", "finetune", "full")
+STRATEGIES = ("auto", "linear", "finetune", "full")
+
+TASK_DEFAULT_FIELDS = ("strategy", "image_size", "batch_size", "max_epochs", "lr")
+"""Fields whose "auto" value (`auto` or 0) means "the task's own default" (`Task.defaults`)."""
 
 
 @dataclass
@@ -34,22 +37,25 @@ class TrainConfig:
     """Local file of backbone weights to use instead of a download."""
     pretrained: bool = True
     """Start from ImageNet weights when they can be had."""
-    strategy: str = "linear"
-    """`linear` (frozen backbone, cached features), `finetune` (last stages) or `full`."""
+    strategy: str = "auto"
+    """`linear` (frozen backbone, cached features), `finetune` (last stages) or `full`; `auto` is the
+    task's own (classify: linear; multilabel: full)."""
     image_size: int = 0
-    """Input resolution in pixels; 0 means the backbone's own (224 for most)."""
-    batch_size: int = 32
-    """Images per optimisation step."""
-    max_epochs: int = 15
-    """Upper bound on epochs that train backbone layers; early stopping usually ends sooner."""
+    """Input resolution in pixels; 0 means the task's own, else the backbone's (256 for the default)."""
+    batch_size: int = 0
+    """Images per optimisation step; 0 means the task's own (classify 32, multilabel 16)."""
+    max_epochs: int = 0
+    """Upper bound on epochs that train backbone layers (0: the task's own); early stopping usually
+    ends sooner."""
     head_epochs: int = 200
     """Upper bound on epochs of head training on cached features (`linear`, and the warm-up of
     `finetune`/`full`); each takes about a second."""
     loss: str = "auto"
     """Training loss: `auto` is the task's own (cross-entropy; BCE for multilabel), `asl` is the
     asymmetric loss for multilabel."""
-    lr: float = 1e-3
-    """Adam learning rate of the head; unfrozen backbone layers use a tenth of it."""
+    lr: float = 0.0
+    """Adam learning rate of the head (0: the task's own, 1e-3); unfrozen backbone layers use a tenth
+    of it."""
     weight_decay: float = 1e-4
     """L2 penalty of Adam."""
     dropout: float = 0.2
@@ -68,6 +74,10 @@ class TrainConfig:
     """`finetune`/`full`: first fit the head on cached frozen features, then train the backbone."""
     feature_views: int = 2
     """`linear` strategy: cached views per training image (1 = as is, 2 = also mirrored)."""
+    detector_size: str = "n"
+    """`detect`: detector size, `n`, `s` or `m` (pyramid width and head depth; see `ewaste models`)."""
+    repeats: int = 1
+    """`detect`: train this many seeds (seed, seed+1, ...) and report mean and standard deviation."""
     precision: str = "auto"
     """`auto` (bf16 where the hardware supports it), `bf16` or `32`."""
     devices: int = 1
@@ -86,14 +96,27 @@ class TrainConfig:
             raise UserError(f"unknown precision {self.precision!r}; choose auto, bf16 or 32")
         if len(self.split) != 3 or abs(sum(self.split) - 1.0) > 1e-6 or min(self.split) <= 0:
             raise UserError(f"split {self.split} must be three positive fractions that sum to 1")
-        for name in ("batch_size", "max_epochs", "head_epochs", "devices", "feature_views"):
+        for name in ("head_epochs", "devices", "feature_views", "repeats"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("batch_size", "max_epochs", "lr"):
+            if getattr(self, name) < 0:
+                raise UserError(
+                    f"{name} must be positive (or 0 for the task's own), got {getattr(self, name)}"
+                )
         if self.image_size < 0 or 0 < self.image_size < 32:
             raise UserError(
                 f"image_size {self.image_size} is too small; use 32 or more (or 0 for the default)"
             )
         self.split = tuple(float(x) for x in self.split)  # type: ignore[assignment]
+
+    def with_task_defaults(self, defaults: dict[str, Any]) -> TrainConfig:
+        """A copy whose `auto`/0 fields take the task's `defaults` (other fields stay as given)."""
+        unknown = set(defaults) - set(TASK_DEFAULT_FIELDS)
+        if unknown:
+            raise ValueError(f"task defaults for fields that have no auto value: {sorted(unknown)}")
+        chosen = {name: value for name, value in defaults.items() if getattr(self, name) in ("auto", 0, 0.0)}
+        return dataclasses.replace(self, **chosen)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types only, for YAML."""

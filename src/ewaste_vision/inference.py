@@ -15,7 +15,7 @@ from ewaste_vision.errors import UnreadableImageError, UserError
 from ewaste_vision.hardware import COMPILE_MIN_IMAGES, CompiledForward, autocast, use_bf16
 from ewaste_vision.models.classifier import ImageClassifier
 from ewaste_vision.runs import ModelMeta, read_model_file, require_task, resolve_run_dir
-from ewaste_vision.tasks import available_tasks, get_task
+from ewaste_vision.tasks import available_tasks, get_label_task
 
 
 class Predictor:
@@ -40,7 +40,7 @@ class Predictor:
             raise UserError(f"unknown compile setting {compile!r}; choose auto, always or never")
         self.model = model.eval().to(memory_format=torch.channels_last)
         self.meta = meta
-        self.task = get_task(meta.task)
+        self.task = get_label_task(meta.task)
         self.bf16 = use_bf16(precision)
         self.transform = eval_transform(meta.image_size, meta.mean, meta.std)
         self.compile = compile

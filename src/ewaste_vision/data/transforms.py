@@ -53,6 +53,33 @@ def train_transform(
     )
 
 
+class RandomQuarterTurn(torch.nn.Module):
+    """Rotate by 0, 90, 180 or 270 degrees at random: boards have no "up"."""
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        turns = int(torch.randint(0, 4, ()).item())
+        return torch.rot90(image, turns, dims=(-2, -1)) if turns else image
+
+
+def board_train_transform(
+    image_size: int, mean: Sequence[float], std: Sequence[float]
+) -> Callable[[Image.Image], torch.Tensor]:
+    """Whole image (crops would cut away the components that make the labels), mirrored either way,
+    turned by a multiple of 90 degrees, mild colour changes. Output [3, S, S]."""
+    return v2.Compose(
+        [
+            v2.PILToTensor(),
+            v2.Resize((image_size, image_size), antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.RandomVerticalFlip(),
+            RandomQuarterTurn(),
+            v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(list(mean), list(std)),
+        ]
+    )
+
+
 def shrink_for_cache(image: Image.Image, image_size: int) -> Image.Image:
     """Downscale so the short side is the evaluation resize; later crops need nothing larger.
 

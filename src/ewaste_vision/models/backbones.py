@@ -34,6 +34,19 @@ class TimmBackbone(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.body.forward_features(images)  # [B, C, h, w]
 
+    @property
+    def pyramid_channels(self) -> list[int]:
+        """Channels of the maps `feature_pyramid` returns (strides 8, 16, 32)."""
+        return [int(info["num_chs"]) for info in self.body.feature_info[-3:]]
+
+    @property
+    def pyramid_strides(self) -> list[int]:
+        return [int(info["reduction"]) for info in self.body.feature_info[-3:]]
+
+    def feature_pyramid(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The last three stages' maps, finest first, for detectors with a feature pyramid."""
+        return list(self.body.forward_intermediates(images, indices=3, intermediates_only=True))
+
 
 class TinyBackbone(nn.Module):
     """Four strided conv blocks; trains from scratch in seconds. For tests and quick experiments."""
@@ -55,6 +68,24 @@ class TinyBackbone(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.stages(images)  # [B, 8*width, H/16, W/16]
+
+    @property
+    def pyramid_channels(self) -> list[int]:
+        """Channels of the maps `feature_pyramid` returns (strides 4, 8, 16)."""
+        return [int(stage[0].out_channels) for stage in list(self.stages)[1:]]  # type: ignore[index]
+
+    @property
+    def pyramid_strides(self) -> list[int]:
+        return [4, 8, 16]
+
+    def feature_pyramid(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The last three stages' maps, finest first."""
+        maps, x = [], images
+        for index, stage in enumerate(self.stages):
+            x = stage(x)
+            if index >= 1:
+                maps.append(x)
+        return maps
 
 
 def _timm_hub_loader(timm_name: str) -> Callable[[nn.Module], str]:

@@ -10,11 +10,11 @@ import torch.nn.functional as F
 
 from ewaste_vision.data.folders import read_class_folders
 from ewaste_vision.data.records import ImageRecord, LabelledImages
-from ewaste_vision.tasks.registry import Task, register_task
+from ewaste_vision.tasks.registry import LabelTask, register_task
 
 
 @register_task
-class ClassifyTask(Task):
+class ClassifyTask(LabelTask):
     name = "classify"
     summary = "one class per image, from class folders; softmax + cross-entropy"
 

@@ -6,16 +6,18 @@ binary cross-entropy (or the asymmetric loss), and per-class thresholds tuned on
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 
 from ewaste_vision.data.records import ImageRecord, LabelledImages
+from ewaste_vision.data.transforms import board_train_transform
 from ewaste_vision.errors import UserError
 from ewaste_vision.tasks.losses import asymmetric_loss, bce_loss
-from ewaste_vision.tasks.registry import Task, register_task
+from ewaste_vision.tasks.registry import LabelTask, register_task
 
 LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "bce": bce_loss,
@@ -24,7 +26,7 @@ LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
 
 
 @register_task
-class MultilabelTask(Task):
+class MultilabelTask(LabelTask):
     name = "multilabel"
     summary = "classes present per image, from YOLO labels; sigmoid + BCE (or ASL), tuned thresholds"
     invariant_duplicates = True
@@ -41,6 +43,11 @@ class MultilabelTask(Task):
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return bce_loss(logits, targets)
+
+    def train_transform(
+        self, image_size: int, mean: Sequence[float], std: Sequence[float]
+    ) -> Callable[[Image.Image], torch.Tensor]:
+        return board_train_transform(image_size, mean, std)
 
     def make_loss(self, name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         if name in ("auto", "default"):

@@ -4,21 +4,33 @@ its predictions are scored and reported; training, inference and the CLI are sha
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
+from PIL import Image
 
 from ewaste_vision.data.records import ImageRecord, LabelledImages
+from ewaste_vision.data.transforms import train_transform
 from ewaste_vision.errors import UserError
 
 
 class Task(ABC):
-    """The task contract. Subclasses are registered with `register_task`."""
+    """What every task has: a name, training defaults, a data reader, a way to train and a headline.
+
+    Subclasses are registered with `register_task`.
+    """
 
     name: str = ""
     summary: str = ""
+    defaults: ClassVar[dict[str, Any]] = {
+        "strategy": "linear",
+        "batch_size": 32,
+        "max_epochs": 15,
+        "lr": 1e-3,
+    }
+    """Training settings used where the config says `auto` (or 0); see `TrainConfig`."""
     invariant_duplicates: bool = False
     """Count flipped, rotated and recoloured copies as duplicates (augmented dataset exports)."""
 
@@ -27,12 +39,37 @@ class Task(ABC):
         """Read the dataset at `root` (no images decoded)."""
 
     @abstractmethod
+    def train_run(self, config: Any, progress: bool) -> Any:
+        """Train as `config` (a `TrainConfig` with the task's defaults filled in) says; write the
+        run directory; return a `TrainResult` (None on DDP ranks other than 0)."""
+
+    @abstractmethod
+    def headline(self, metrics: dict[str, Any]) -> str:
+        """One line that sums up `metrics` for the terminal."""
+
+
+class LabelTask(Task):
+    """Image-level labels (one class, or a set of classes): a classifier network, a loss over its
+    logits, probabilities per class. Trained by the shared trainer."""
+
+    def train_run(self, config: Any, progress: bool) -> Any:
+        from ewaste_vision.training.trainer import train_labels
+
+        return train_labels(self, config, progress)
+
+    @abstractmethod
     def targets(self, records: list[ImageRecord], num_classes: int) -> torch.Tensor:
         """Training targets for `records`."""
 
     @abstractmethod
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Scalar training loss (the task's default)."""
+
+    def train_transform(
+        self, image_size: int, mean: Sequence[float], std: Sequence[float]
+    ) -> Callable[[Image.Image], torch.Tensor]:
+        """Augmentation for training images (random crops, flips and colour by default)."""
+        return train_transform(image_size, mean, std)
 
     def make_loss(self, name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         """The loss called `name` (`auto` is the task's default)."""
@@ -71,10 +108,6 @@ class Task(ABC):
     def write_report(self, run_dir: Path, metrics: dict[str, Any], context: dict[str, Any]) -> Path:
         """Write plots and the human report into `run_dir`; return the report's path."""
 
-    @abstractmethod
-    def headline(self, metrics: dict[str, Any]) -> str:
-        """One line that sums up `metrics` for the terminal."""
-
 
 _TASKS: dict[str, Task] = {}
 
@@ -89,7 +122,7 @@ def register_task(task_class: type[Task]) -> type[Task]:
 
 
 def _ensure_builtin_tasks() -> None:
-    from ewaste_vision.tasks import classify, multilabel  # noqa: F401
+    from ewaste_vision.tasks import classify, detect, multilabel  # noqa: F401
 
 
 def available_tasks() -> list[str]:
@@ -104,3 +137,13 @@ def get_task(name: str) -> Task:
     if name not in _TASKS:
         raise UserError(f"unknown task {name!r}; choose one of: {', '.join(_TASKS)}")
     return _TASKS[name]
+
+
+def get_label_task(name: str, source: Path | str = "") -> LabelTask:
+    """The image-label task `name`; a `RunError` when it is another kind (for example detect)."""
+    task = get_task(name)
+    if not isinstance(task, LabelTask):
+        from ewaste_vision.errors import RunError
+
+        raise RunError(f"{source or name}: a {name!r} run; this command needs a classify or multilabel run")
+    return task

@@ -8,7 +8,7 @@ import lightning as L
 import torch
 from torch import nn
 
-from ewaste_vision.tasks.registry import Task
+from ewaste_vision.tasks.registry import LabelTask
 
 
 class SupervisedModule(L.LightningModule):
@@ -21,7 +21,7 @@ class SupervisedModule(L.LightningModule):
     def __init__(
         self,
         network: nn.Module,
-        task: Task,
+        task: LabelTask,
         lr: float,
         weight_decay: float,
         slow_prefixes: tuple[str, ...] = (),

@@ -23,7 +23,7 @@ from ewaste_vision.data.datasets import ImageFileDataset
 from ewaste_vision.data.records import LabelledImages
 from ewaste_vision.data.split import DuplicateSummary, assign_splits
 from ewaste_vision.data.split_file import write_split_file
-from ewaste_vision.data.transforms import eval_transform, train_transform
+from ewaste_vision.data.transforms import eval_transform
 from ewaste_vision.errors import DataError, UserError, require_path
 from ewaste_vision.hardware import configure_threads, default_device, quiet_lightning, use_bf16
 from ewaste_vision.io.atomic import write_text, write_yaml
@@ -35,7 +35,7 @@ from ewaste_vision.models.classifier import (
 )
 from ewaste_vision.models.registry import get_backbone_spec
 from ewaste_vision.runs import MODEL_FILE, ModelMeta, save_model
-from ewaste_vision.tasks import Task, get_task
+from ewaste_vision.tasks import LabelTask, Task, get_task
 from ewaste_vision.training.features import cached_features, extract_pooled_features
 from ewaste_vision.training.modules import SupervisedModule
 
@@ -55,16 +55,23 @@ class TrainResult:
 def train(config: TrainConfig, progress: bool = True) -> TrainResult | None:
     """Train a model as `config` says and evaluate it on the test split.
 
-    Returns None in DDP worker processes other than rank 0 (only rank 0 writes the results).
+    Settings left at `auto` take the task's defaults. Returns None in DDP worker processes other
+    than rank 0 (only rank 0 writes the results).
     """
+    task = get_task(config.task)  # unknown names fail before anything is written
+    result: TrainResult | None = task.train_run(config.with_task_defaults(task.defaults), progress)
+    return result
+
+
+def train_labels(task: LabelTask, config: TrainConfig, progress: bool = True) -> TrainResult | None:
+    """`train` for image-label tasks (classify, multilabel)."""
     started = time.perf_counter()
     configure_threads()
     quiet_lightning()
     run_dir = Path(config.out)
-    task = get_task(config.task)  # unknown names fail before anything is written
     spec = get_backbone_spec(config.backbone)
-    config = _prepare_run_dir(config, run_dir)
-    dataset, duplicates = _split_dataset(task, config, run_dir)
+    config = prepare_run_dir(config, run_dir)
+    dataset, duplicates = split_dataset(task, config, run_dir)
     image_size = config.image_size or spec.input_size
     L.seed_everything(config.seed, workers=True, verbose=False)
     model, weights_source = build_classifier(
@@ -130,17 +137,17 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult | None:
         "processes": trainer.world_size,
         "training_s": round(training_seconds, 1),
         "skipped": [f"{path}: {reason}" for path, reason in dataset.skipped],
-        "duplicates": _describe_duplicates(duplicates, dataset.has_split),
+        "duplicates": describe_duplicates(duplicates, dataset.has_split),
     }
     metrics, report = evaluate_run(run_dir, context=context, progress=progress)
     return TrainResult(run_dir, metrics, report, time.perf_counter() - started)
 
 
 def _decision_settings(
-    task: Task, model: ImageClassifier, meta: ModelMeta, dataset: LabelledImages
+    task: LabelTask, model: ImageClassifier, meta: ModelMeta, dataset: LabelledImages
 ) -> dict[str, Any]:
     """Let the task fit its decision settings (multi-label thresholds) on the validation split."""
-    if type(task).decision_settings is Task.decision_settings:
+    if type(task).decision_settings is LabelTask.decision_settings:
         return {}  # nothing to fit: skip the extra pass over the validation images
     from ewaste_vision.inference import Predictor
 
@@ -186,7 +193,7 @@ def _fit(
     )
     last = stage_dir / "checkpoints" / "last.ckpt"
     resume_from = str(last) if config.resume and last.is_file() else None
-    _fit_keeping_log(
+    fit_keeping_log(
         trainer,
         stage_dir,
         lambda: trainer.fit(module, train_loader, val_loader, ckpt_path=resume_from, weights_only=True),
@@ -199,7 +206,7 @@ def _fit(
     return trainer, float(score) if score is not None else float("inf")
 
 
-def _prepare_run_dir(config: TrainConfig, run_dir: Path) -> TrainConfig:
+def prepare_run_dir(config: TrainConfig, run_dir: Path) -> TrainConfig:
     """Create the run directory, or check there is something to resume in it."""
     saved = run_dir / "config.yaml"
     require_path(config.data, "dataset folder")
@@ -227,7 +234,7 @@ def saved_config(run_dir: Path) -> dict[str, Any]:
     return dict(values)
 
 
-def _fit_keeping_log(trainer: L.Trainer, run_dir: Path, fit: Any) -> None:
+def fit_keeping_log(trainer: L.Trainer, run_dir: Path, fit: Any) -> None:
     """Run `fit()`; on resume, keep the epochs logged before the interruption.
 
     Lightning's CSV logger deletes an existing metrics.csv when it starts, so the earlier rows are
@@ -254,7 +261,7 @@ def _read_csv_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def _split_dataset(task: Task, config: TrainConfig, run_dir: Path) -> tuple[LabelledImages, DuplicateSummary]:
+def split_dataset(task: Task, config: TrainConfig, run_dir: Path) -> tuple[LabelledImages, DuplicateSummary]:
     dataset = task.read_dataset(Path(config.data))
     dataset, duplicates = assign_splits(
         dataset,
@@ -282,7 +289,7 @@ def _split_dataset(task: Task, config: TrainConfig, run_dir: Path) -> tuple[Labe
     return dataset, duplicates
 
 
-def _describe_duplicates(duplicates: DuplicateSummary, split_given: bool) -> list[str]:
+def describe_duplicates(duplicates: DuplicateSummary, split_given: bool) -> list[str]:
     if not duplicates.groups:
         return []
     lines = [f"{duplicates.groups} groups of exact or near-duplicate images ({duplicates.images} images)"]
@@ -300,7 +307,7 @@ def _loader(dataset: Any, batch_size: int, shuffle: bool, seed: int) -> DataLoad
 
 def _linear_setup(
     model: ImageClassifier,
-    task: Task,
+    task: LabelTask,
     dataset: LabelledImages,
     config: TrainConfig,
     meta: ModelMeta,
@@ -354,11 +361,11 @@ def _linear_setup(
 
 
 def _image_setup(
-    model: ImageClassifier, task: Task, dataset: LabelledImages, config: TrainConfig, meta: ModelMeta
+    model: ImageClassifier, task: LabelTask, dataset: LabelledImages, config: TrainConfig, meta: ModelMeta
 ) -> tuple[SupervisedModule, DataLoader[Any], DataLoader[Any]]:
     """Backbone partly or fully trainable: images through the whole network every step."""
     num_classes = len(dataset.class_names)
-    make = train_transform if config.augment else eval_transform
+    make = task.train_transform if config.augment else eval_transform
     train_records, val_records = dataset.in_split("train"), dataset.in_split("val")
     train_set = ImageFileDataset(
         [r.path for r in train_records],

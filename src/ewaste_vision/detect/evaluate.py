@@ -1,0 +1,138 @@
+"""Score a detector run on its test split: 001's counting rule, mAP, drawn predictions, a report."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ewaste_vision.data.records import ImageRecord
+from ewaste_vision.data.split_file import read_split_file
+from ewaste_vision.detect.data import boxes_to_pixels, input_tensor
+from ewaste_vision.detect.draw import draw_detections
+from ewaste_vision.detect.metrics import DetectionPrediction, detection_metrics, summarise_repeats
+from ewaste_vision.detect.predictor import Detector
+from ewaste_vision.errors import DataError, UnreadableImageError
+from ewaste_vision.io.atomic import write_json
+from ewaste_vision.report.markdown import (
+    context_section,
+    figures_section,
+    format_value,
+    markdown_table,
+    notes_section,
+    write_markdown_report,
+)
+from ewaste_vision.report.plots import plot_learning_curves
+
+DRAWN_IMAGES = 6
+"""Test images drawn with their predictions for the report."""
+
+
+def predict_records(
+    detector: Detector, records: Sequence[ImageRecord]
+) -> tuple[list[DetectionPrediction], list[dict[str, torch.Tensor]], list[ImageRecord], list[str]]:
+    """Detections and ground truth (pixel boxes) for each readable record; unreadable files are
+    skipped and listed."""
+    predictions: list[DetectionPrediction] = []
+    truths: list[dict[str, torch.Tensor]] = []
+    kept: list[ImageRecord] = []
+    skipped: list[str] = []
+    for record in records:
+        try:
+            image = input_tensor(record.path, detector.modality)
+        except UnreadableImageError as exc:
+            skipped.append(f"{record.path}: {exc.reason}")
+            continue
+        height, width = image.shape[-2:]
+        predictions.append(detector.detect([image])[0])
+        truths.append(boxes_to_pixels(record.boxes, width, height))
+        kept.append(record)
+    return predictions, truths, kept, skipped
+
+
+def evaluate_detector(
+    run_dir: Path | str, split: str = "test", context: Mapping[str, Any] | None = None, progress: bool = False
+) -> tuple[dict[str, Any], Path]:
+    """Score the detector in `run_dir` on `split` of its own split.csv; write metrics.json,
+    drawn predictions, curves and report.md into the run. Returns the metrics and the report."""
+    run_dir = Path(run_dir)
+    detector = Detector.from_run(run_dir)
+    records = [r for r in read_split_file(run_dir / "split.csv") if r.split == split]
+    if not records:
+        raise DataError(f"{run_dir}: no images in the {split} split")
+    predictions, truths, kept, skipped = predict_records(detector, records)
+    metrics = detection_metrics(predictions, truths, detector.class_names)
+    metrics.update({"task": "detect", "split": split, "skipped_files": len(skipped)})
+    write_json(run_dir / "metrics.json", metrics)
+
+    plots: dict[str, Path] = {}
+    log_file = run_dir / "logs" / "metrics.csv"
+    if log_file.is_file():
+        plots["Losses and validation mAP@0.5 per epoch"] = plot_learning_curves(
+            log_file, run_dir / "plots" / "learning_curves.png"
+        )
+    for index, (record, found) in enumerate(zip(kept[:DRAWN_IMAGES], predictions, strict=False)):
+        target = run_dir / "plots" / f"detections_{index}.jpg"
+        draw_detections(detector.display_image(record.path), found, detector.class_names, target)
+        plots[f"Detections on {record.path.name} (confidence > 0.5)"] = target
+    sections = [
+        _results_section(metrics),
+        _per_class_section(metrics),
+        context_section({**(context or {}), "run_dir": str(run_dir), "evaluated_on": f"split {split}"}),
+        figures_section(run_dir, plots),
+        notes_section({**(context or {}), "skipped": [*(context or {}).get("skipped", []), *skipped]}),
+    ]
+    report = write_markdown_report(run_dir, "Component detection", sections)
+    return metrics, report
+
+
+def summarise_repeat_runs(
+    run_dir: Path, runs: list[dict[str, Any]], context: Mapping[str, Any]
+) -> tuple[dict[str, Any], Path]:
+    """Mean and standard deviation over seeds, added to the first run's metrics and report."""
+    summary = summarise_repeats(runs)
+    metrics = {**runs[0], "repeats": summary}
+    write_json(run_dir / "metrics.json", metrics)
+    rows = []
+    for key in ("map50", "map50_95", "precision", "recall", "f1"):
+        mean, std = summary.get("mean", {}).get(key), summary.get("std", {}).get(key)
+        rows.append([key, format_value(mean), format_value(std)])
+    section = f"## Over {len(runs)} seeds\n\n" + markdown_table(
+        ["metric", "mean", "standard deviation"], rows
+    )
+    report = run_dir / "report.md"
+    text = report.read_text(encoding="utf-8") if report.is_file() else "# Component detection\n"
+    head, _, rest = text.partition("\n## ")
+    write_markdown_report(run_dir, head.lstrip("# ").strip(), [section, "## " + rest if rest else ""])
+    return metrics, report
+
+
+def _results_section(metrics: Mapping[str, Any]) -> str:
+    rows = [
+        ["mAP@0.5", format_value(metrics.get("map50"))],
+        ["mAP@0.5:0.95", format_value(metrics.get("map50_95"))],
+        ["precision (IoU > 0.5, confidence > 0.5)", format_value(metrics.get("precision"))],
+        ["recall", format_value(metrics.get("recall"))],
+        ["F1", format_value(metrics.get("f1"))],
+        ["test images", format_value(metrics.get("n_images"))],
+    ]
+    return "## Results\n\n" + markdown_table(["metric", "value"], rows)
+
+
+def _per_class_section(metrics: Mapping[str, Any]) -> str:
+    rows = []
+    for name, values in (metrics.get("per_class") or {}).items():
+        rows.append(
+            [name]
+            + [
+                format_value(values.get(key))
+                for key in ("precision", "recall", "f1", "ap50", "tp", "fp", "fn")
+            ]
+        )
+    if not rows:
+        return ""
+    return "## Per class\n\n" + markdown_table(
+        ["class", "precision", "recall", "F1", "AP@0.5", "TP", "FP", "FN"], rows
+    )

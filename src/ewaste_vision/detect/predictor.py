@@ -1,0 +1,105 @@
+"""`Detector`: a trained detector loaded from a run, run on image tensors or files.
+
+Large photos are cut into overlapping tiles at the training resolution (so a 4080 px photo's
+small parts are not shrunk away), and the tiles' boxes are merged back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from ewaste_vision.data.images import load_rgb
+from ewaste_vision.detect.data import input_tensor
+from ewaste_vision.detect.metrics import DetectionPrediction
+from ewaste_vision.detect.model import build_detector, detector_settings
+from ewaste_vision.detect.tiling import detect_tiled, needs_tiling
+from ewaste_vision.hardware import autocast, use_bf16
+from ewaste_vision.runs import ModelMeta, read_model_file, require_task, resolve_run_dir
+
+Detections = DetectionPrediction
+"""`boxes` [N, 4] xyxy pixels of the image given, `scores` [N], `labels` [N] int64."""
+
+
+class Detector:
+    """A detector with its metadata; `detect` takes float images [3, H, W] in [0, 1]."""
+
+    def __init__(
+        self, model: torch.nn.Module, meta: ModelMeta, precision: str = "auto", tile: str = "auto"
+    ) -> None:
+        self.model = model.eval()
+        self.meta = meta
+        self.bf16 = use_bf16(precision)
+        self.tile = tile
+
+    @classmethod
+    def from_run(cls, run_dir: Path | str, precision: str = "auto", tile: str = "auto") -> Detector:
+        path = resolve_run_dir(run_dir)
+        state, meta = read_model_file(path / "model.pt")
+        require_task(meta, ("detect",), path, "this command")
+        model, _ = build_detector(
+            meta.backbone,
+            len(meta.class_names),
+            detector_settings(meta.extra),
+            meta.image_size,
+            pretrained=False,
+        )
+        model.load_state_dict(state)
+        return cls(model, meta, precision, tile)
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.meta.class_names
+
+    @property
+    def modality(self) -> str:
+        """`rgb` or `xray` (dual-energy pairs), as trained."""
+        return str(self.meta.extra.get("modality", "rgb"))
+
+    def load(self, path: Path) -> torch.Tensor:
+        """A file as this detector's input, float [3, H, W] in [0, 1]."""
+        return input_tensor(path, self.modality)
+
+    def display_image(self, path: Path) -> Image.Image:
+        """What a person sees of the input: the photo, or a false-colour X-ray preview."""
+        if self.modality == "xray":
+            from ewaste_vision.data.xray import xray_preview
+
+            return xray_preview(self.load(path))
+        return load_rgb(path)
+
+    @torch.inference_mode()
+    def detect_batch(self, images: list[torch.Tensor]) -> list[Detections]:
+        """Whole images (the model scales each to its input size); boxes in the images' pixels."""
+        with autocast(self.bf16):
+            outputs: list[dict[str, Any]] = self.model(images)
+        return [
+            DetectionPrediction(boxes=o["boxes"].float(), scores=o["scores"].float(), labels=o["labels"])
+            for o in outputs
+        ]
+
+    def detect(self, images: Sequence[torch.Tensor], batch_size: int = 4) -> list[Detections]:
+        """Detections per image; images much larger than the input size are tiled (`tile="auto"`),
+        or always (`"always"`) or never (`"never"`)."""
+        results: list[Detections | None] = [None] * len(images)
+        whole = []
+        for index, image in enumerate(images):
+            height, width = image.shape[-2:]
+            tiled = self.tile == "always" or (
+                self.tile == "auto" and needs_tiling(width, height, self.meta.image_size)
+            )
+            if tiled:
+                results[index] = detect_tiled(
+                    self.detect_batch, image, tile=self.meta.image_size, batch_size=batch_size
+                )
+            else:
+                whole.append(index)
+        for start in range(0, len(whole), batch_size):
+            chunk = whole[start : start + batch_size]
+            for index, found in zip(chunk, self.detect_batch([images[i] for i in chunk]), strict=True):
+                results[index] = found
+        return [r for r in results if r is not None]

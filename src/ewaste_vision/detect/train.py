@@ -1,0 +1,180 @@
+"""`train_detector`: YOLO data -> grouped split -> FCOS trained by Lightning -> test metrics.
+
+With `repeats` > 1 the same training runs with seeds seed, seed+1, ... (001 averages 10 runs); the
+run directory keeps the first seed's model, the others go to `repeats/seed-N/`, and the report
+gives mean and standard deviation over all of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from torch.utils.data import DataLoader
+
+from ewaste_vision.config import TrainConfig
+from ewaste_vision.data.records import LabelledImages
+from ewaste_vision.detect.data import DetectionDataset, collate_detection, dataset_modality
+from ewaste_vision.detect.model import build_detector
+from ewaste_vision.detect.module import DetectionModule
+from ewaste_vision.hardware import configure_threads, default_device, quiet_lightning, use_bf16
+from ewaste_vision.models.registry import get_backbone_spec
+from ewaste_vision.runs import ModelMeta, save_model
+from ewaste_vision.tasks.registry import Task
+from ewaste_vision.training.trainer import (
+    TrainResult,
+    describe_duplicates,
+    fit_keeping_log,
+    prepare_run_dir,
+    split_dataset,
+)
+
+log = logging.getLogger(__name__)
+
+
+def train_detector(task: Task, config: TrainConfig, progress: bool = True) -> TrainResult | None:
+    """Train (and evaluate) a detector as `config` says; see the module docstring for repeats."""
+    from ewaste_vision.detect.evaluate import evaluate_detector, summarise_repeat_runs
+
+    started = time.perf_counter()
+    configure_threads()
+    quiet_lightning()
+    run_dir = Path(config.out)
+    config = prepare_run_dir(config, run_dir)
+    dataset, duplicates = split_dataset(task, config, run_dir)
+    spec = get_backbone_spec(config.backbone)
+    image_size = config.image_size or spec.input_size
+    device = (
+        "cuda"
+        if config.accelerator in ("gpu", "cuda")
+        or (config.accelerator == "auto" and default_device() == "cuda")
+        else "cpu"
+    )
+    bf16 = use_bf16(config.precision, device)
+    context: dict[str, Any] = {
+        "dataset": str(Path(config.data).resolve()),
+        "image_size": image_size,
+        "detector_size": config.detector_size,
+        "precision": "bf16 autocast" if bf16 else "fp32",
+        "skipped": [f"{path}: {reason}" for path, reason in dataset.skipped],
+        "duplicates": describe_duplicates(duplicates, dataset.has_split),
+    }
+    all_metrics: list[dict[str, Any]] = []
+    report = run_dir / "report.md"
+    for repeat in range(config.repeats):
+        seed = config.seed + repeat
+        seed_dir = run_dir if repeat == 0 else run_dir / "repeats" / f"seed-{seed}"
+        seed_dir.mkdir(parents=True, exist_ok=True)
+        seed_started = time.perf_counter()
+        # On --resume every seed continues from its last checkpoint; a finished one ends at once.
+        trained = _train_one(dataset, config, seed, seed_dir, image_size, device, bf16, progress)
+        if trained is None:
+            return None
+        context.update(trained)
+        context.update({"seed": seed, "training_s": round(time.perf_counter() - seed_started, 1)})
+        metrics, report = evaluate_detector(seed_dir, context=context, progress=progress)
+        all_metrics.append(metrics)
+    if config.repeats > 1:
+        metrics, report = summarise_repeat_runs(run_dir, all_metrics, context)
+    else:
+        metrics = all_metrics[0]
+    return TrainResult(run_dir, metrics, report, time.perf_counter() - started)
+
+
+def _train_one(
+    dataset: LabelledImages,
+    config: TrainConfig,
+    seed: int,
+    seed_dir: Path,
+    image_size: int,
+    device: str,
+    bf16: bool,
+    progress: bool,
+) -> dict[str, Any] | None:
+    """Train one seed's detector and save it in `seed_dir`; None on DDP ranks other than 0."""
+    L.seed_everything(seed, workers=True, verbose=False)
+    detector, weights_source = build_detector(
+        config.backbone,
+        len(dataset.class_names),
+        config.detector_size,
+        image_size,
+        config.pretrained,
+        config.weights,
+    )
+    _freeze_for_strategy(detector, config)
+    modality = dataset_modality(Path(config.data))
+    train_set = DetectionDataset(dataset.in_split("train"), image_size, config.augment, modality)
+    val_set = DetectionDataset(dataset.in_split("val"), image_size, modality=modality)
+    generator = torch.Generator().manual_seed(seed)
+    train_loader = DataLoader(
+        train_set, config.batch_size, shuffle=True, generator=generator, collate_fn=collate_detection
+    )
+    val_loader = DataLoader(val_set, config.batch_size, collate_fn=collate_detection)
+    module = DetectionModule(detector, config.lr, config.weight_decay, config.max_epochs)
+    checkpoints = ModelCheckpoint(
+        dirpath=seed_dir / "checkpoints", filename="best", monitor="val_map50", mode="max", save_last=True
+    )
+    trainer = L.Trainer(
+        default_root_dir=seed_dir,
+        max_epochs=config.max_epochs,
+        accelerator="gpu" if device == "cuda" else "cpu",
+        devices=config.devices,
+        strategy="ddp_find_unused_parameters_true" if config.devices > 1 else "auto",
+        precision="bf16-mixed" if bf16 else "32-true",
+        callbacks=[EarlyStopping(monitor="val_map50", mode="max", patience=config.patience), checkpoints],
+        logger=CSVLogger(seed_dir, name="logs", version=""),
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+    )
+    last = seed_dir / "checkpoints" / "last.ckpt"
+    resume_from = str(last) if config.resume and last.is_file() else None
+    fit_keeping_log(
+        trainer,
+        seed_dir,
+        lambda: trainer.fit(module, train_loader, val_loader, ckpt_path=resume_from, weights_only=True),
+    )
+    if trainer.global_rank != 0:
+        return None
+    best = checkpoints.best_model_path or str(last)
+    module.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["state_dict"])
+    spec = get_backbone_spec(config.backbone)
+    meta = ModelMeta(
+        "detect",
+        dataset.class_names,
+        config.backbone,
+        image_size,
+        spec.mean,
+        spec.std,
+        extra={"detector_size": config.detector_size, "modality": modality},
+    )
+    save_model(seed_dir, detector.state_dict(), meta)
+    score = checkpoints.best_model_score
+    return {
+        "backbone": f"{config.backbone} ({weights_source})",
+        "input": "dual-energy X-ray (high, low, mean log attenuation)"
+        if modality == "xray"
+        else "RGB photos",
+        "strategy": config.strategy,
+        "epochs": trainer.current_epoch,
+        "best_val_map50": round(float(score), 4) if score is not None else None,
+    }
+
+
+def _freeze_for_strategy(detector: torch.nn.Module, config: TrainConfig) -> None:
+    """`linear`: the backbone stays frozen; `finetune`: only its last stages train; `full`: all.
+
+    The feature pyramid and the head are new, so they always train.
+    """
+    if config.strategy == "full":
+        return
+    tail = get_backbone_spec(config.backbone).trainable_tail
+    for name, parameter in detector.backbone.body.named_parameters():  # type: ignore[union-attr]
+        trainable = config.strategy == "finetune" and any(name == p or name.startswith(p + ".") for p in tail)
+        parameter.requires_grad = trainable

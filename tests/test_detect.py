@@ -1,0 +1,130 @@
+"""Detection end to end on synthetic boards: train, evaluate, resume, value a lot; and the pieces."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from torchvision import tv_tensors
+
+from ewaste_vision.cli import main
+from ewaste_vision.config import TrainConfig
+from ewaste_vision.data.records import ObjectBox
+from ewaste_vision.data.synth import COMPONENT_CLASSES, write_synthetic_boards
+from ewaste_vision.detect.data import board_augmentation, boxes_to_pixels
+from ewaste_vision.detect.model import build_detector
+from ewaste_vision.tasks import get_task
+
+TINY = [
+    "--backbone",
+    "tiny",
+    "--no-pretrained",
+    "--image-size",
+    "96",
+    "--max-epochs",
+    "2",
+    "--batch-size",
+    "4",
+]
+
+
+@pytest.fixture(scope="module")
+def detect_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data = write_synthetic_boards(tmp_path_factory.mktemp("boards"), n=24, seed=3, size=128).parent
+    run = tmp_path_factory.mktemp("runs") / "detect"
+    assert main(["train", str(data), "--task", "detect", "--out", str(run), *TINY]) == 0
+    return run
+
+
+def test_detect_run_writes_001_metrics_report_and_model(detect_run: Path):
+    metrics = json.loads((detect_run / "metrics.json").read_text())
+    for key in ("map50", "map50_95", "per_class", "precision", "recall", "f1"):
+        assert key in metrics, key
+    assert set(metrics["per_class"]) == set(COMPONENT_CLASSES)
+    for values in metrics["per_class"].values():
+        assert {"precision", "recall", "f1", "tp", "fp", "fn"} <= set(values)
+    meta = torch.load(detect_run / "model.pt", weights_only=True)["meta"]
+    assert meta["task"] == "detect" and meta["extra"]["detector_size"] == "n"
+    report = (detect_run / "report.md").read_text()
+    assert "mAP@0.5" in report and (detect_run / "plots" / "detections_0.jpg").is_file()
+    config = (detect_run / "config.yaml").read_text()
+    assert "strategy: full" in config  # the task's default filled the `auto` setting
+
+
+def test_detect_run_resumes_from_its_last_checkpoint(detect_run: Path, tmp_path: Path):
+    resumed = tmp_path / "resumed"
+    shutil.copytree(detect_run, resumed)
+    data = yaml.safe_load((resumed / "config.yaml").read_text())["data"]
+    assert (
+        main(["train", data, "--task", "detect", "--out", str(resumed), "--resume", "--max-epochs", "3"]) == 0
+    )
+    rows = list(csv.DictReader((resumed / "logs" / "metrics.csv").open()))
+    epochs = {int(row["epoch"]) for row in rows if row.get("val_map50")}
+    assert epochs == {0, 1, 2}  # two epochs from the first run are kept, one more was trained
+
+
+def test_value_command_writes_a_lot_report(detect_run: Path, tmp_path: Path):
+    images = next(detect_run.parent.parent.glob("boards*/test/images"))
+    out = tmp_path / "lot"
+    assert main(["value", str(detect_run), str(images), "--out", str(out)]) == 0
+    rows = (out / "lot_values.csv").read_text().splitlines()
+    assert rows[0].startswith("image,") and len(rows) == 1 + len(list(images.iterdir()))
+    report = (out / "value_report.md").read_text()
+    assert "EUR" in report and "2023-04" in report  # the price table's currency and date
+
+
+def test_value_needs_a_detect_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    assert main(["value", str(tmp_path / "missing"), str(tmp_path), "--out", str(tmp_path / "o")]) != 0
+    assert "run directory not found" in capsys.readouterr().err
+
+
+def test_detect_rejects_a_class_folder_dataset(tmp_path: Path, make_image, capsys):
+    for index in range(4):
+        make_image(tmp_path / "data" / "a" / f"{index}.png", index)
+    code = main(["train", str(tmp_path / "data"), "--task", "detect", "--out", str(tmp_path / "r"), *TINY])
+    assert code != 0 and "YOLO dataset" in capsys.readouterr().err
+
+
+def test_quarter_turns_and_flips_move_boxes_with_the_pixels():
+    torch.manual_seed(0)
+    size = 64
+    augment = board_augmentation(size)
+    for _ in range(12):
+        image = torch.zeros(3, size, size, dtype=torch.uint8)
+        image[:, 8:20, 30:50] = 255  # one white part at x 30..50, y 8..20
+        target = boxes_to_pixels([ObjectBox(0, 40 / size, 14 / size, 20 / size, 12 / size)], size, size)
+        sample = augment(
+            {
+                "image": tv_tensors.Image(image),
+                "boxes": tv_tensors.BoundingBoxes(target["boxes"], format="XYXY", canvas_size=(size, size)),
+                "labels": target["labels"],
+            }
+        )
+        boxes = sample["boxes"]
+        assert len(boxes) == 1
+        x0, y0, x1, y1 = (round(float(v)) for v in boxes[0])
+        inside = sample["image"][0, y0:y1, x0:x1].float()
+        # Colour jitter changes the level, not where the part is: the box holds the bright pixels.
+        assert inside.mean() > sample["image"][0].float().mean() * 2
+
+
+def test_every_registered_backbone_can_detect():
+    for name in ("tiny", "efficientnet_lite0", "resnet18"):
+        detector, _ = build_detector(name, 3, "n", 96, pretrained=False)
+        detector.eval()
+        with torch.no_grad():
+            found = detector([torch.rand(3, 96, 120)])
+        assert set(found[0]) == {"boxes", "scores", "labels"}
+
+
+def test_task_defaults_fill_only_auto_settings():
+    detect = get_task("detect")
+    config = TrainConfig(task="detect", batch_size=2).with_task_defaults(detect.defaults)
+    assert config.strategy == "full" and config.batch_size == 2 and config.image_size == 640
+    classify = TrainConfig().with_task_defaults(get_task("classify").defaults)
+    assert classify.strategy == "linear" and classify.batch_size == 32 and classify.lr == 1e-3
