@@ -128,3 +128,19 @@ def test_task_defaults_fill_only_auto_settings():
     assert config.strategy == "full" and config.batch_size == 2 and config.image_size == 640
     classify = TrainConfig().with_task_defaults(get_task("classify").defaults)
     assert classify.strategy == "linear" and classify.batch_size == 32 and classify.lr == 1e-3
+
+
+def test_detector_trains_on_dual_energy_xray_scans(tmp_path: Path):
+    from ewaste_vision.data.synth_xray import write_synthetic_xray_boards
+    from ewaste_vision.detect.predictor import Detector
+
+    data = write_synthetic_xray_boards(tmp_path / "xray", 16, seed=1, size=96).parent
+    run = tmp_path / "run"
+    assert main(["train", str(data), "--task", "detect", "--out", str(run), *TINY]) == 0
+    detector = Detector.from_run(run)
+    assert detector.modality == "xray"
+    scan = next((data / "test" / "images").iterdir())
+    image = detector.load(scan)
+    assert image.dtype == torch.float32 and image.shape[0] == 3
+    # 16-bit precision survives into the input: far more distinct levels than 8 bits could hold.
+    assert torch.unique(image[0]).numel() > 256

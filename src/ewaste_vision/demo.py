@@ -9,11 +9,15 @@ from typing import Any
 
 from ewaste_vision.config import TrainConfig
 from ewaste_vision.io.atomic import write_text
+from ewaste_vision.lot_value import LotResult
 from ewaste_vision.training.trainer import TrainResult, train
 
 DEMO_BOARDS = 150
 DEMO_CROPS_PER_CLASS = 60
 DEMO_HEATMAP_IMAGES = 4
+DEMO_XRAY_BOARDS = 120
+DEMO_DETECTOR = {"image_size": 256, "max_epochs": 12, "patience": 4}
+"""A small detector on small synthetic scans, so the demo stays within a few minutes on a laptop."""
 
 
 def run_demo(out: Path, seed: int = 0, progress: bool = True) -> dict[str, Path]:
@@ -21,13 +25,17 @@ def run_demo(out: Path, seed: int = 0, progress: bool = True) -> dict[str, Path]
 
     1. single-label component classification on crops (class folders);
     2. multi-label "which components does this board carry" on whole boards (YOLO labels), with
-       Grad-CAM heatmaps scored against the boxes (pointing game).
+       Grad-CAM heatmaps scored against the boxes (pointing game);
+    3. component detection on synthetic dual-energy X-ray scans of boards (both sides), and the
+       value of the test boards as a lot, with its interval.
 
     Returns:
         The paths a user may want: data, runs, heatmaps and the demo's own summary report.
     """
     from ewaste_vision.data.synth import write_component_crops, write_synthetic_boards
+    from ewaste_vision.data.synth_xray import write_synthetic_xray_boards
     from ewaste_vision.explain.run import explain_paths
+    from ewaste_vision.lot_value import value_lot
     from ewaste_vision.tasks import get_task
 
     started = time.perf_counter()
@@ -43,28 +51,46 @@ def run_demo(out: Path, seed: int = 0, progress: bool = True) -> dict[str, Path]
 
     test_boards = sorted((boards_yaml.parent / "test" / "images").glob("*.jpg"))[:DEMO_HEATMAP_IMAGES]
     heatmaps = explain_paths(boards.run_dir, test_boards, out / "heatmaps", shared_scale=True)
-    summary = _write_summary(out, components, boards, heatmaps.images)
     print(f"heatmaps: {out / 'heatmaps'}; pointing game {_pointing(boards.metrics)}")
+
+    xray_yaml = write_synthetic_xray_boards(
+        out / "data" / "xray-boards", DEMO_XRAY_BOARDS, seed=seed, size=256
+    )
+    detector = _train_fresh(
+        xray_yaml.parent, out / "runs" / "detector", "detect", seed, progress, DEMO_DETECTOR
+    )
+    print(f"component detector (dual-energy X-ray): {get_task('detect').headline(detector.metrics)}")
+    lot = value_lot(detector.run_dir, [xray_yaml.parent / "test" / "images"], out / "lot")
+    print(f"lot of {len(lot.boards)} test boards: {_lot_line(lot)}")
+
+    summary = _write_summary(out, components, boards, heatmaps.images, detector, lot)
     print(f"report: {summary}")
     elapsed = time.perf_counter() - started
     print(f"demo finished in {elapsed:.0f} s; try: ewaste predict {components.run_dir} {crops}")
+    runs = " ".join(str(r.run_dir) for r in (components, boards, detector))
+    print(f"open the operator app on these runs: ewaste serve {runs}  (then browse http://127.0.0.1:7860)")
     return {
         "boards": boards_yaml,
         "crops": crops,
+        "xray_boards": xray_yaml,
         "runs": out / "runs",
         "heatmaps": out / "heatmaps",
+        "lot": lot.report,
         "report": summary,
     }
 
 
-def _train_fresh(data: Path, run_dir: Path, task: str, seed: int, progress: bool) -> TrainResult:
+def _train_fresh(
+    data: Path, run_dir: Path, task: str, seed: int, progress: bool, settings: dict[str, Any] | None = None
+) -> TrainResult:
     """Train into `run_dir`; an unfinished demo run resumes, a finished one is made anew."""
     if (run_dir / "model.pt").is_file():
         shutil.rmtree(run_dir)
     resume = (run_dir / "config.yaml").is_file()
-    result = train(
-        TrainConfig(data=str(data), out=str(run_dir), task=task, seed=seed, resume=resume), progress=progress
+    config = TrainConfig(
+        data=str(data), out=str(run_dir), task=task, seed=seed, resume=resume, **(settings or {})
     )
+    result = train(config, progress=progress)
     assert result is not None  # one process: always rank 0
     return result
 
@@ -79,7 +105,25 @@ def _pointing(metrics: dict[str, Any]) -> str:
     return f"{cam:.2f} (centre-Gaussian baseline {centre:.2f}, {pairs} image-class pairs)"
 
 
-def _write_summary(out: Path, components: TrainResult, boards: TrainResult, explained: list[Any]) -> Path:
+def _lot_line(lot: LotResult) -> str:
+    currency = lot.boards[0].currency if lot.boards else ""
+    line = f"{sum(b.value for b in lot.boards):.2f} {currency} as detected"
+    if lot.uncertainty is not None:
+        total = lot.uncertainty.lot
+        line += f"; corrected {total.expected:.2f} (90% interval {total.low:.2f} to {total.high:.2f})"
+    if lot.comparison is not None:
+        line += f"; true boxes give {lot.comparison.lot_true:.2f}"
+    return line
+
+
+def _write_summary(
+    out: Path,
+    components: TrainResult,
+    boards: TrainResult,
+    explained: list[Any],
+    detector: TrainResult,
+    lot: LotResult,
+) -> Path:
     from ewaste_vision.tasks import get_task
 
     lines = [
@@ -97,4 +141,12 @@ def _write_summary(out: Path, components: TrainResult, boards: TrainResult, expl
     for image in explained:
         panel = Path(image.folder) / "panel.png"
         lines.append(f"![{Path(image.path).name}]({panel.relative_to(out)})\n")
+    lines += [
+        "## Component detection on dual-energy X-ray scans\n",
+        get_task("detect").headline(detector.metrics) + "\n",
+        f"Full report: [{detector.report.relative_to(out)}]({detector.report.relative_to(out)})\n",
+        "## Value of the test boards as a lot\n",
+        _lot_line(lot) + "\n",
+        f"Lot report: [{lot.report.relative_to(out)}]({lot.report.relative_to(out)})\n",
+    ]
     return write_text(out / "report.md", "\n".join(lines))
