@@ -58,13 +58,22 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="test", help="train, val, test or all (default test)")
     evaluate.set_defaults(handler=_cmd_evaluate)
 
-    predict = commands.add_parser("predict", help="top-k classes for image files and folders")
-    predict.add_argument("run", type=Path, help="run directory")
+    predict = commands.add_parser("predict", help="top-k classes or boxes for image files and folders")
+    predict.add_argument("run", type=Path, help="run directory, or a .onnx file from `ewaste export`")
     predict.add_argument("paths", nargs="+", type=Path, help="images or folders of images")
     predict.add_argument("--out", type=Path, help="write results to FILE.csv or FILE.json")
     predict.add_argument("--top-k", type=int, default=3, help="classes per image (default 3)")
+    predict.add_argument(
+        "--min-score", type=float, help="detect: boxes scoring above this (default 0.5, 001's rule)"
+    )
     predict.add_argument("--batch-size", type=int, default=32)
     predict.set_defaults(handler=_cmd_predict)
+
+    export = commands.add_parser("export", help="write a run's model for other runtimes (ONNX)")
+    export.add_argument("run", type=Path, help="run directory")
+    export.add_argument("--format", choices=("onnx",), default="onnx", help="file format (default onnx)")
+    export.add_argument("--out", type=Path, help="file to write (default RUN/model.onnx)")
+    export.set_defaults(handler=_cmd_export)
 
     explain = commands.add_parser("explain", help="class heatmaps (Grad-CAM and friends) for images")
     explain.add_argument("run", type=Path, help="run directory")
@@ -98,6 +107,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(handler=_cmd_demo)
+
+    serve = commands.add_parser("serve", help="web app and HTTP API over run directories of any task")
+    serve.add_argument("runs", nargs="+", type=Path, help="run directories (classify, multilabel, detect)")
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine)"
+    )
+    serve.add_argument("--port", type=int, default=7860, help="TCP port (default 7860)")
+    login = serve.add_mutually_exclusive_group()
+    login.add_argument("--auth", metavar="USER:PASSWORD", help="require this login (visible in `ps`)")
+    login.add_argument(
+        "--auth-file", type=Path, metavar="FILE", help="require a login from user:password lines"
+    )
+    serve.set_defaults(handler=_cmd_serve)
 
     data = commands.add_parser("data", help="dataset tools")
     data_commands = data.add_subparsers(title="data commands", metavar="COMMAND")
@@ -226,15 +248,33 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from ewaste_vision.predict import predict_to_file
 
     rows, skipped = predict_to_file(
-        args.run, args.paths, args.out, args.top_k, args.batch_size, progress=sys.stderr.isatty()
+        args.run,
+        args.paths,
+        args.out,
+        args.top_k,
+        args.batch_size,
+        progress=sys.stderr.isatty(),
+        min_score=args.min_score,
     )
-    if args.out is None:
-        for row in rows:
-            print(row["file"], " ".join(f"{c}={p:.3f}" for c, p in row["top"]))
-    else:
+    if args.out is not None:
         print(f"wrote {len(rows)} predictions to {args.out}")
+    for row in rows if args.out is None else []:
+        if "top" in row:
+            print(row["file"], " ".join(f"{c}={p:.3f}" for c, p in row["top"]))
+        elif not row["detections"]:
+            print(row["file"], "(no boxes above the minimum score)")
+        for name, score, box in row.get("detections", []):
+            print(row["file"], name, f"{score:.3f}", " ".join(f"{v:.1f}" for v in box))
     for path, reason in skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from ewaste_vision.export.onnx_export import export_onnx
+
+    written = export_onnx(args.run, args.out)
+    print(f"wrote {written}")
     return 0
 
 
@@ -271,6 +311,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from ewaste_vision.demo import run_demo
 
     run_demo(args.out, seed=args.seed, progress=sys.stderr.isatty())
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from ewaste_vision.app.server import serve
+    except ImportError as exc:
+        raise UserError(f"`ewaste serve` needs Gradio ({exc.name} is missing): pip install gradio") from exc
+
+    serve(args.runs, host=args.host, port=args.port, auth=args.auth, auth_file=args.auth_file)
     return 0
 
 

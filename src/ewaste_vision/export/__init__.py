@@ -1,0 +1,20 @@
+"""Trained models for other runtimes: ONNX files that carry their own preprocessing and classes,
+and predictors that run them with onnxruntime (no `model.pt`, no pickle).
+
+`export_onnx` writes the file; `load_onnx` reads it back; `OnnxClassifier` and `OnnxDetector`
+predict with it as `Predictor` and `Detector` do with a run directory.
+"""
+
+from ewaste_vision.export.metadata import ONNX_FORMAT, OnnxMeta
+from ewaste_vision.export.onnx_export import export_onnx
+from ewaste_vision.export.runtime import OnnxClassifier, OnnxDetector, is_onnx_file, load_onnx
+
+__all__ = [
+    "ONNX_FORMAT",
+    "OnnxClassifier",
+    "OnnxDetector",
+    "OnnxMeta",
+    "export_onnx",
+    "is_onnx_file",
+    "load_onnx",
+]

@@ -1,0 +1,227 @@
+"""Running an exported ONNX file with onnxruntime: `OnnxClassifier` and `OnnxDetector`.
+
+The file is opened by onnxruntime only (a protobuf graph, nothing unpickled). Images are prepared
+with PIL and numpy from the file's metadata, as the PyTorch predictors prepare them, so the two
+agree to float rounding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ewaste_vision.data.images import load_rgb
+from ewaste_vision.errors import RunError, UnreadableImageError, UserError
+from ewaste_vision.export import fcos_numpy
+from ewaste_vision.export.metadata import INPUT_NAME, FcosSettings, OnnxMeta
+
+NumpyDetections = dict[str, np.ndarray]
+"""`boxes` [N, 4] float32 xyxy pixels, `scores` [N] float32, `labels` [N] int64, best first."""
+
+
+@dataclass
+class OnnxModel:
+    """An onnxruntime session and the metadata of its file."""
+
+    session: Any
+    meta: OnnxMeta
+    path: Path
+
+
+def is_onnx_file(path: Path | str) -> bool:
+    """Whether `path` names a file to open as ONNX (by its `.onnx` suffix)."""
+    return Path(path).suffix.lower() == ".onnx"
+
+
+def load_onnx(path: Path | str, threads: int | None = None) -> OnnxModel:
+    """Open an exported file with onnxruntime on the CPU.
+
+    Args:
+        path: a file written by `export_onnx`.
+        threads: intra-op threads; None leaves onnxruntime's default (one per physical core).
+
+    Raises:
+        RunError: the file is missing, not ONNX, or not written by ewaste-vision.
+        UserError: onnxruntime is not installed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise RunError(f"{path}: no such ONNX file; export one with `ewaste export RUN --format onnx`")
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise UserError("running ONNX files needs onnxruntime: pip install onnxruntime") from exc
+    options = onnxruntime.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    try:
+        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    # onnxruntime's errors (InvalidProtobuf, InvalidGraph, Fail, ...) share no base class but Exception.
+    except Exception as exc:
+        raise RunError(f"{path}: not a readable ONNX model ({type(exc).__name__}); export it again") from exc
+    props = dict(session.get_modelmeta().custom_metadata_map)
+    return OnnxModel(session, OnnxMeta.from_props(props, path), path)
+
+
+class OnnxClassifier:
+    """An exported classify or multilabel model; mirrors `Predictor.predict_files`."""
+
+    def __init__(self, model: OnnxModel, batch_size: int = 32) -> None:
+        if model.meta.detector is not None:
+            raise RunError(f"{model.path}: a detect model; this needs a classify or multilabel export")
+        self.model = model
+        self.meta = model.meta.model
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_file(cls, path: Path | str, batch_size: int = 32, threads: int | None = None) -> OnnxClassifier:
+        return cls(load_onnx(path, threads), batch_size)
+
+    def prepare(self, image: Image.Image) -> np.ndarray:
+        """An RGB image -> float32 [3, S, S] in [0, 1], as `eval_transform` before normalising.
+
+        Like `ImageFileDataset`, the image is first shrunk as it is cached for PyTorch, then
+        resized to S x S (PIL's bilinear filter, which torchvision's antialiased resize copies).
+        """
+        from ewaste_vision.data.transforms import shrink_for_cache
+
+        size = self.meta.image_size
+        resized = shrink_for_cache(image, size).resize((size, size), Image.Resampling.BILINEAR)
+        return np.asarray(resized, dtype=np.float32).transpose(2, 0, 1) / np.float32(255)
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        """Images [B, 3, S, S] float32 in [0, 1] -> probabilities [B, C]."""
+        (probs,) = self.model.session.run(None, {INPUT_NAME: np.ascontiguousarray(images, np.float32)})
+        return np.asarray(probs)
+
+    def predict_files(
+        self, paths: Sequence[Path], progress: bool = False
+    ) -> tuple[np.ndarray, list[Path], list[tuple[Path, str]]]:
+        """Probabilities [N, C] of the readable files among `paths`, those files, and the skipped ones."""
+        chunks, readable, skipped = [], [], []
+        batch: list[np.ndarray] = []
+        for path in _maybe_progress(paths, progress):
+            try:
+                batch.append(self.prepare(load_rgb(path)))
+                readable.append(path)
+            except UnreadableImageError as exc:
+                skipped.append((path, exc.reason))
+            if len(batch) == self.batch_size:
+                chunks.append(self.probabilities(np.stack(batch)))
+                batch = []
+        if batch:
+            chunks.append(self.probabilities(np.stack(batch)))
+        probs = np.concatenate(chunks) if chunks else np.zeros((0, len(self.meta.class_names)), np.float32)
+        return probs, readable, skipped
+
+
+class OnnxDetector:
+    """An exported detector; mirrors `Detector.detect` (whole images batched, large ones tiled)."""
+
+    def __init__(self, model: OnnxModel, tile: str = "auto") -> None:
+        if model.meta.detector is None:
+            raise RunError(f"{model.path}: a {model.meta.model.task} model; this needs a detect export")
+        self.model = model
+        self.meta = model.meta.model
+        self.settings: FcosSettings = model.meta.detector
+        self.tile = tile
+        self._mean = np.asarray(self.meta.mean, dtype=np.float32)
+
+    @classmethod
+    def from_file(cls, path: Path | str, tile: str = "auto", threads: int | None = None) -> OnnxDetector:
+        return cls(load_onnx(path, threads), tile)
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.meta.class_names
+
+    @property
+    def modality(self) -> str:
+        """`rgb` or `xray` (dual-energy pairs), as trained."""
+        return str(self.meta.extra.get("modality", "rgb"))
+
+    def load(self, path: Path) -> np.ndarray:
+        """A file as this detector's input, float32 [3, H, W] in [0, 1] at full resolution."""
+        if self.modality == "xray":
+            # 16-bit X-ray pairs go through the toolkit's one reader of them (a torch tensor).
+            from ewaste_vision.data.xray import load_xray_tensor
+
+            return load_xray_tensor(path).numpy().astype(np.float32)
+        return np.asarray(load_rgb(path), dtype=np.float32).transpose(2, 0, 1) / np.float32(255)
+
+    def detect_batch(self, images: Sequence[np.ndarray]) -> list[NumpyDetections]:
+        """Whole images [3, H, W] in [0, 1] -> detections in their own pixels (one batch, padded
+        to its largest image as torchvision pads)."""
+        if not images:
+            return []
+        resized = [fcos_numpy.resize_bilinear(np.asarray(i, np.float32), self.settings) for i in images]
+        batch = fcos_numpy.pad_batch(resized, self._mean, self.settings.size_divisible)  # [B, 3, H, W]
+        outputs = self.model.session.run(None, {INPUT_NAME: batch})
+        padded = (batch.shape[2], batch.shape[3])
+        results = []
+        for index, (image, small) in enumerate(zip(images, resized, strict=True)):
+            levels = [(outputs[i][index], outputs[i + 1][index]) for i in range(0, len(outputs), 2)]
+            results.append(
+                fcos_numpy.postprocess(
+                    levels,
+                    padded,
+                    (small.shape[1], small.shape[2]),
+                    (image.shape[1], image.shape[2]),
+                    self.settings,
+                )
+            )
+        return results
+
+    def detect(self, images: Sequence[np.ndarray], batch_size: int = 4) -> list[NumpyDetections]:
+        """Detections per image; images much larger than the input size are cut into tiles
+        (`tile="auto"`), or always (`"always"`) or never (`"never"`), as `Detector.detect` does."""
+        from ewaste_vision.detect.tiling import needs_tiling
+
+        results: list[NumpyDetections | None] = [None] * len(images)
+        whole = []
+        for index, image in enumerate(images):
+            height, width = image.shape[-2:]
+            if self.tile == "always" or (
+                self.tile == "auto" and needs_tiling(width, height, self.meta.image_size)
+            ):
+                results[index] = self._detect_tiled(image, batch_size)
+            else:
+                whole.append(index)
+        for start in range(0, len(whole), batch_size):
+            chunk = whole[start : start + batch_size]
+            for index, found in zip(chunk, self.detect_batch([images[i] for i in chunk]), strict=True):
+                results[index] = found
+        return [r for r in results if r is not None]
+
+    def _detect_tiled(self, image: np.ndarray, batch_size: int) -> NumpyDetections:
+        # The tile merge is the toolkit's one implementation (torch tensors); only the network and
+        # its postprocess run here.
+        import torch
+
+        from ewaste_vision.detect.tiling import detect_tiled
+
+        def on_tiles(tiles: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+            found = self.detect_batch([tile.numpy() for tile in tiles])
+            return [{key: torch.from_numpy(value) for key, value in d.items()} for d in found]
+
+        merged = detect_tiled(
+            on_tiles, torch.from_numpy(image), tile=self.meta.image_size, batch_size=batch_size
+        )
+        return {
+            "boxes": merged["boxes"].numpy(),
+            "scores": merged["scores"].numpy(),
+            "labels": merged["labels"].numpy(),
+        }
+
+
+def _maybe_progress(paths: Sequence[Path], progress: bool) -> Sequence[Path]:
+    if not progress:
+        return paths
+    from tqdm import tqdm
+
+    return tqdm(paths, unit="image")

@@ -1,0 +1,193 @@
+"""ONNX export: parity with PyTorch for every task, metadata, `ewaste predict model.onnx`, bad files."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ewaste_vision.cli import main
+from ewaste_vision.data.synth import write_component_crops, write_synthetic_boards
+from ewaste_vision.detect.predictor import Detector
+from ewaste_vision.inference import Predictor, expand_image_paths
+from ewaste_vision.runs import MODEL_FILE, read_model_file
+
+onnx = pytest.importorskip("onnx", reason="ONNX export needs onnx: pip install onnx onnxruntime")
+pytest.importorskip("onnxruntime", reason="running ONNX files needs onnxruntime")
+
+from ewaste_vision.export import ONNX_FORMAT, OnnxClassifier, OnnxDetector, load_onnx  # noqa: E402
+from ewaste_vision.export.fcos_numpy import resize_bilinear  # noqa: E402
+
+TINY = ["--backbone", "tiny", "--no-pretrained"]
+LINEAR = [*TINY, "--image-size", "64", "--strategy", "linear", "--head-epochs", "2"]
+
+
+def _train(args: list[str]) -> None:
+    assert main(["train", *args]) == 0
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One tiny run per task, each exported next to its model, and test images for each."""
+    root = tmp_path_factory.mktemp("export")
+    crops = write_component_crops(root / "crops", n_per_class=6, seed=1, size=48)
+    boards = write_synthetic_boards(root / "boards", n=16, seed=4, size=128).parent
+    made = {"classify": root / "classify", "multilabel": root / "multilabel", "detect": root / "detect"}
+    _train([str(crops), "--task", "classify", "--out", str(made["classify"]), *LINEAR])
+    _train([str(boards), "--task", "multilabel", "--out", str(made["multilabel"]), *LINEAR])
+    _train(
+        [str(boards), "--task", "detect", "--out", str(made["detect"]), *TINY, "--image-size", "96",
+         "--max-epochs", "1", "--batch-size", "4"]
+    )  # fmt: skip
+    for run in made.values():
+        assert main(["export", str(run), "--format", "onnx"]) == 0
+    return {**made, "crops": crops, "boards": boards}
+
+
+def test_export_writes_the_file_with_its_metadata(runs: dict[str, Path]):
+    for task in ("classify", "multilabel", "detect"):
+        run = runs[task]
+        _, meta = read_model_file(run / MODEL_FILE)
+        model = onnx.load(str(run / "model.onnx"))
+        props = {p.key: p.value for p in model.metadata_props}
+        assert props["format"] == ONNX_FORMAT and props["task"] == task
+        assert json.loads(props["class_names"]) == meta.class_names
+        loaded = load_onnx(run / "model.onnx").meta
+        assert loaded.model.task == task and loaded.model.class_names == meta.class_names
+        assert loaded.model.image_size == meta.image_size
+        assert loaded.model.mean == pytest.approx(meta.mean) and loaded.model.std == pytest.approx(meta.std)
+        assert loaded.model.extra == meta.extra
+        assert (loaded.detector is not None) == (task == "detect")
+    thresholds = load_onnx(runs["multilabel"] / "model.onnx").meta.model.extra["thresholds"]
+    assert len(thresholds) == len(read_model_file(runs["multilabel"] / MODEL_FILE)[1].class_names)
+    detect = load_onnx(runs["detect"] / "model.onnx").meta
+    assert detect.model.extra["detector_size"] == "n" and detect.detector is not None
+    assert len(detect.detector.anchor_sizes) == 5
+
+
+@pytest.mark.parametrize("task", ["classify", "multilabel"])
+def test_label_probabilities_match_pytorch(runs: dict[str, Path], task: str):
+    torch.manual_seed(0)
+    predictor = Predictor.from_run(runs[task], precision="32", compile="never")
+    exported = OnnxClassifier.from_file(runs[task] / "model.onnx")
+    size = predictor.meta.image_size
+    images = torch.rand(5, 3, size, size)  # [B, 3, S, S] in [0, 1]
+    mean = torch.tensor(predictor.meta.mean).view(1, 3, 1, 1)
+    std = torch.tensor(predictor.meta.std).view(1, 3, 1, 1)
+    expected = predictor.probabilities((images - mean) / std).numpy()
+    got = exported.probabilities(images.numpy())  # batch of 5: the batch axis is dynamic
+    assert got.shape == expected.shape
+    assert np.abs(got - expected).max() < 1e-3
+    # Whole files too: PIL's resize stands in for torchvision's, so this covers the preprocessing.
+    files = expand_image_paths([runs["crops"] if task == "classify" else runs["boards"] / "test"])[:6]
+    expected_files, kept, _ = predictor.predict_files(files)
+    got_files, kept_onnx, _ = exported.predict_files(files)
+    assert kept_onnx == kept
+    assert np.abs(got_files - expected_files.numpy()).max() < 1e-3
+
+
+def _assert_same_detections(expected: dict, got: dict) -> None:
+    boxes, scores, labels = (expected[k].numpy() for k in ("boxes", "scores", "labels"))
+    assert len(boxes) > 0, "no detections: the parity check would be empty"
+    assert len(got["boxes"]) == len(boxes)
+    for box, score, label in zip(boxes, scores, labels, strict=True):
+        same_class = np.flatnonzero(got["labels"] == label)
+        # Nearest same-class box; boxes clipped flat at the image border have no IoU, so those
+        # must agree to the coordinate.
+        best = same_class[np.abs(got["boxes"][same_class] - box).max(axis=1).argmin()]
+        if (box[2:] > box[:2]).all():
+            assert _iou(box, got["boxes"][best]) > 0.99
+        else:
+            assert np.abs(got["boxes"][best] - box).max() < 1e-2
+        assert abs(float(got["scores"][best]) - float(score)) < 1e-3
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    low, high = np.maximum(a[:2], b[:2]), np.minimum(a[2:], b[2:])
+    overlap = float(np.clip(high - low, 0, None).prod())
+    area = float((a[2:] - a[:2]).prod() + (b[2:] - b[:2]).prod())
+    return overlap / max(area - overlap, 1e-9)
+
+
+@pytest.mark.parametrize("tile", ["never", "auto"])
+def test_detections_match_pytorch(runs: dict[str, Path], tile: str):
+    detector = Detector.from_run(runs["detect"], precision="32", tile=tile)
+    exported = OnnxDetector.from_file(runs["detect"] / "model.onnx", tile=tile)
+    files = expand_image_paths([runs["boards"] / "test"])[:2]
+    images = [detector.load(path) for path in files]
+    images.append(images[0][:, :100, :75])  # not square: exercises the resize and the padding
+    for image in images:  # one at a time, as `ewaste predict` runs them
+        (expected,) = detector.detect([image])
+        (got,) = exported.detect([image.numpy()])
+        _assert_same_detections(expected, got)
+
+
+def test_numpy_resize_matches_torchvision(runs: dict[str, Path]):
+    settings = load_onnx(runs["detect"] / "model.onnx").meta.detector
+    assert settings is not None
+    image = torch.rand(3, 77, 130)
+    scale = min(settings.min_size / 77, settings.max_size / 130)
+    expected = torch.nn.functional.interpolate(
+        image[None], scale_factor=scale, mode="bilinear", recompute_scale_factor=True, align_corners=False
+    )[0]
+    got = resize_bilinear(image.numpy(), settings)
+    assert got.shape == tuple(expected.shape)
+    assert np.abs(got - expected.numpy()).max() < 1e-5
+
+
+def test_predict_accepts_an_onnx_file(runs: dict[str, Path], tmp_path: Path):
+    images = runs["crops"]
+    out = tmp_path / "onnx.csv"
+    assert main(["predict", str(runs["classify"] / "model.onnx"), str(images), "--out", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    files = expand_image_paths([images])
+    probs, _, _ = Predictor.from_run(runs["classify"], precision="32", compile="never").predict_files(files)
+    class_names = read_model_file(runs["classify"] / MODEL_FILE)[1].class_names
+    assert [row["file"] for row in rows] == [str(path) for path in files]
+    for row, expected in zip(rows, probs, strict=True):
+        assert row["class1"] == class_names[int(expected.argmax())]
+        assert abs(float(row["prob1"]) - float(expected.max())) < 1e-3
+
+
+def test_predict_lists_boxes_for_detect_runs_and_their_export(runs: dict[str, Path], tmp_path: Path, capsys):
+    images = runs["boards"] / "test"
+    written = {}
+    for name, model in (("run", runs["detect"]), ("onnx", runs["detect"] / "model.onnx")):
+        out = tmp_path / f"{name}.json"
+        assert main(["predict", str(model), str(images), "--out", str(out), "--min-score", "0.05"]) == 0
+        written[name] = json.loads(out.read_text())["predictions"]
+    assert [p["file"] for p in written["run"]] == [p["file"] for p in written["onnx"]]
+    assert sum(len(p["detections"]) for p in written["onnx"]) > 0
+    for detection in written["onnx"][0]["detections"]:
+        assert set(detection) == {"class", "score", "box"} and len(detection["box"]) == 4
+    csv_out = tmp_path / "boxes.csv"
+    model = str(runs["detect"] / "model.onnx")
+    assert main(["predict", model, str(images), "--out", str(csv_out), "--min-score", "0.05"]) == 0
+    header = csv_out.read_text().splitlines()[0]
+    assert header == "file,class,score,x0,y0,x1,y1"
+    capsys.readouterr()
+    assert main(["predict", model, str(images), "--min-score", "0.05"]) == 0
+    first = capsys.readouterr().out.splitlines()[0].split()
+    assert len(first) == 7 and 0.05 < float(first[2]) <= 1
+
+
+@pytest.mark.parametrize("name", ["model.onnx", "model.txt"])
+def test_a_file_that_is_not_an_exported_model_is_a_clean_error(
+    runs: dict[str, Path], tmp_path: Path, name: str, capsys: pytest.CaptureFixture[str]
+):
+    bad = tmp_path / name
+    bad.write_text("not a model\n")
+    assert main(["predict", str(bad), str(runs["crops"])]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and str(bad) in err and len(err.splitlines()) == 1
+
+
+def test_an_onnx_file_from_elsewhere_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    foreign = tmp_path / "foreign.onnx"
+    torch.onnx.export(torch.nn.Linear(3, 2), (torch.rand(1, 3),), str(foreign), dynamo=False)
+    assert main(["predict", str(foreign), str(tmp_path)]) == 2
+    assert "not an ewaste-vision ONNX file" in capsys.readouterr().err
