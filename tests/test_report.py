@@ -305,3 +305,16 @@ def test_report_refuses_to_link_a_missing_figure(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         write_classification_report(tmp_path, metrics, {"cm": Path("plots/missing.png")}, {})
     assert not (tmp_path / REPORT_NAME).exists()
+
+
+def test_figures_section_accepts_plots_under_a_relative_run_dir(tmp_path, monkeypatch):
+    from ewaste_vision.report.markdown import figures_section
+
+    monkeypatch.chdir(tmp_path)
+    run_dir = Path("runs") / "x"
+    (run_dir / "plots").mkdir(parents=True)
+    (run_dir / "plots" / "curve.png").write_bytes(b"png")
+    section = figures_section(
+        run_dir, {"curve": run_dir / "plots" / "curve.png", "same": Path("plots/curve.png")}
+    )
+    assert section.count("](plots/curve.png)") == 2

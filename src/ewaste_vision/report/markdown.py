@@ -111,7 +111,9 @@ def figures_section(run_dir: Path, plots: Mapping[str, Path]) -> str:
 
     Args:
         run_dir: folder the report is written to.
-        plots: {caption: image path}; relative paths are taken as relative to `run_dir`.
+        plots: {caption: image path}; a relative path is taken as relative to `run_dir`, or to the
+            working directory when it names a file there (as `run_dir / "plots" / ...` does when
+            `run_dir` itself is relative).
 
     Returns:
         A "## Figures" section, or "" when `plots` is empty.
@@ -123,7 +125,9 @@ def figures_section(run_dir: Path, plots: Mapping[str, Path]) -> str:
         return ""
     blocks = ["## Figures\n"]
     for caption, image in plots.items():
-        image = Path(image) if Path(image).is_absolute() else Path(run_dir) / image
+        image = Path(image)
+        if not image.is_absolute() and not image.is_file():
+            image = Path(run_dir) / image
         if not image.is_file():
             raise FileNotFoundError(f"{image}: figure for the report not found")
         link = quote(Path(os.path.relpath(image, run_dir)).as_posix(), safe="/._-")
