@@ -13,21 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from ewaste_vision.app.browser import CHROMIUM, launch_chromium
 from ewaste_vision.app.server import create_app
-
-CHROMIUM = Path("/usr/bin/chromium")
-
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    # Without these Chromium phones home at start, and a closed network refuses it.
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 TAB_TITLES = {"classify": "Classify", "multilabel": "Components", "detect": "Detect and value"}
 
@@ -64,7 +51,7 @@ def screenshot_app(
     url = app.launch("127.0.0.1", port=None, block=False, quiet=True)
     try:
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            browser = launch_chromium(playwright)
             page = browser.new_page(viewport={"width": width, "height": 900})
             page.set_default_timeout(timeout_s * 1000)
             page.goto(url)

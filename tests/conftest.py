@@ -1,9 +1,9 @@
-"""Shared fixtures: where the real data lives, and synthetic images drawn in `tmp_path`."""
+"""Shared fixtures: where the real data lives, synthetic images drawn in `tmp_path`, tiny runs."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -59,3 +59,36 @@ def make_image() -> Callable[..., Path]:
         return path
 
     return make
+
+
+TinyRuns = Callable[[Path, Mapping[str, Path], int], dict[str, Path]]
+
+
+@pytest.fixture(scope="session")
+def train_tiny_runs() -> TinyRuns:
+    """`train_tiny_runs(root, data, head_epochs)` trains one tiny run per task, for the app tests.
+
+    `data["crops"]` (class folders) trains `classify`, `data["boards"]` (YOLO) `multilabel` and
+    `detect`, and `data["xray"]` (YOLO X-ray scans), where given, a `detect` run named `xray`.
+    Returns run directories under `root` by name, in that order.
+    """
+    from ewaste_vision.cli import main
+
+    tiny = ["--backbone", "tiny", "--no-pretrained"]
+
+    def train(root: Path, data: Mapping[str, Path], head_epochs: int) -> dict[str, Path]:
+        label = ["--image-size", "64", "--strategy", "linear", "--head-epochs", str(head_epochs)]
+        detect = ["--image-size", "96", "--max-epochs", "1", "--batch-size", "4"]
+        commands = {
+            "classify": [str(data["crops"]), *label],
+            "multilabel": [str(data["boards"]), *label],
+            "detect": [str(data["boards"]), *detect],
+        }
+        if "xray" in data:
+            commands["xray"] = [str(data["xray"]), *detect]
+        for name, args in commands.items():
+            task = "detect" if name == "xray" else name
+            assert main(["train", *args, "--task", task, "--out", str(root / name), *tiny]) == 0
+        return {name: root / name for name in commands}
+
+    return train

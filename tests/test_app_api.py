@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ewaste_vision.cli import main
 from ewaste_vision.data.synth import COMPONENT_CLASSES, write_component_crops, write_synthetic_boards
 from ewaste_vision.data.synth_xray import write_synthetic_xray_boards
 
@@ -33,8 +32,6 @@ MAX_PIXELS = 20_000
 MAX_BYTES = 150_000
 """The test server's upload limit: the test images are a few kB, a 300 px noise PNG is 270 kB."""
 
-TINY = ["--backbone", "tiny", "--no-pretrained"]
-
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
@@ -47,20 +44,10 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def runs(data: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("app-runs")
-    label = ["--image-size", "64", "--strategy", "linear", "--head-epochs", "2"]
-    detect = ["--image-size", "96", "--max-epochs", "1", "--batch-size", "4"]
-    commands = {
-        "classify": [str(data["crops"]), *label],
-        "multilabel": [str(data["boards"]), *label],
-        "detect": [str(data["boards"]), *detect],
-        "xray": [str(data["xray"]), *detect],
-    }
-    for name, args in commands.items():
-        task = "detect" if name == "xray" else name
-        assert main(["train", *args, "--task", task, "--out", str(root / name), *TINY]) == 0
-    return {name: root / name for name in commands}
+def runs(
+    data: dict[str, Path], tmp_path_factory: pytest.TempPathFactory, train_tiny_runs: Any
+) -> dict[str, Path]:
+    return train_tiny_runs(tmp_path_factory.mktemp("app-runs"), data, head_epochs=2)
 
 
 @pytest.fixture(scope="module")

@@ -15,30 +15,13 @@ from typing import Any
 
 import pytest
 
-from ewaste_vision.cli import main
+from ewaste_vision.app.browser import CHROMIUM, launch_chromium
 from ewaste_vision.data.synth import COMPONENT_CLASSES, write_component_crops, write_synthetic_boards
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-"""Debian's Chromium (`apt-get install chromium`); Playwright's downloaded browsers are not used."""
-
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    # Without these Chromium phones home at start, and a closed network refuses it.
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
 WAIT_MS = 60_000
 """How long a page waits for a result: a model call on a busy two-core machine takes seconds."""
-
-TINY = ["--backbone", "tiny", "--no-pretrained"]
 
 TAB_TITLES = {"classify": "Classify", "multilabel": "Components", "detect": "Detect and value"}
 """The tab titles of `ewaste_vision.app.page`, as a person (and the accessibility tree) sees them."""
@@ -69,19 +52,12 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def url(data: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def url(
+    data: dict[str, Path], tmp_path_factory: pytest.TempPathFactory, train_tiny_runs: Any
+) -> Iterator[str]:
     """A server over a tiny run of each task on a free loopback port."""
-    root = tmp_path_factory.mktemp("browser-runs")
-    label = ["--image-size", "64", "--strategy", "linear", "--head-epochs", "1"]
-    detect = ["--image-size", "96", "--max-epochs", "1", "--batch-size", "4"]
-    commands = {
-        "classify": [str(data["crops"]), *label],
-        "multilabel": [str(data["boards"]), *label],
-        "detect": [str(data["boards"]), *detect],
-    }
-    for task, args in commands.items():
-        assert main(["train", *args, "--task", task, "--out", str(root / task), *TINY]) == 0
-    app = create_app([root / task for task in commands], ServeLimits(max_pixels=50_000))
+    runs = train_tiny_runs(tmp_path_factory.mktemp("browser-runs"), data, head_epochs=1)
+    app = create_app(list(runs.values()), ServeLimits(max_pixels=50_000))
     address = app.launch("127.0.0.1", port=None, block=False, quiet=True)
     try:
         yield address
@@ -92,7 +68,7 @@ def url(data: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iter
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        chromium = launch_chromium(playwright)
         expect.set_options(timeout=WAIT_MS)  # assertions wait 5 s by default: too short for a model call
         try:
             yield chromium

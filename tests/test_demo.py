@@ -25,3 +25,7 @@ def test_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "pointing game" in summary.lower()
     panels = [line for line in summary.splitlines() if line.startswith("![") and "panel.png" in line]
     assert panels and all((demo / line.split("(")[1].rstrip(")")).is_file() for line in panels)
+    detector = json.loads((demo / "runs" / "detector" / "metrics.json").read_text())
+    assert detector["map50"] is not None and "per_class" in detector
+    assert (demo / "lot" / "lot_values.csv").is_file() and "lot" in summary.lower()
+    assert "ewaste serve" in out  # the demo ends by saying how to open the app on its runs

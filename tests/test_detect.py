@@ -125,7 +125,7 @@ def test_every_registered_backbone_can_detect():
 def test_task_defaults_fill_only_auto_settings():
     detect = get_task("detect")
     config = TrainConfig(task="detect", batch_size=2).with_task_defaults(detect.defaults)
-    assert config.strategy == "full" and config.batch_size == 2 and config.image_size == 640
+    assert config.strategy == "full" and config.batch_size == 2 and config.image_size == 448
     classify = TrainConfig().with_task_defaults(get_task("classify").defaults)
     assert classify.strategy == "linear" and classify.batch_size == 32 and classify.lr == 1e-3
 

@@ -43,6 +43,13 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def training_device(accelerator: str) -> str:
+    """`cuda` or `cpu` for a run's `accelerator` setting (`gpu`, `cuda`, `cpu`, or `auto`)."""
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and default_device() == "cuda"):
+        return "cuda"
+    return "cpu"
+
+
 def quiet_lightning() -> None:
     """Silence Lightning's start-up banner, tips and known-harmless warnings.
 

@@ -11,6 +11,7 @@ dispatch     a queued batch of requests -> one outcome per request
 summaries    a result as the page shows it
 page         the Gradio page and its endpoints
 server       build and launch with safe settings
+browser      Debian's headless Chromium for browser tests and screenshots (Playwright)
 
 Gradio is imported only by `page` and `server`, so the rest works (and is tested) without it.
 """

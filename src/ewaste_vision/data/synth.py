@@ -970,8 +970,19 @@ def draw_component_crop(rng: np.random.Generator, class_name: str, size: int = 9
 # Data sets on disk
 
 
-def _split_counts(n: int, splits: Sequence[float]) -> list[int]:
-    """Share `n` items by the fractions `splits`, every non-empty fraction getting one if it can."""
+def split_counts(n: int, splits: Sequence[float]) -> list[int]:
+    """Share `n` items by the fractions `splits`, every non-empty fraction getting one if it can.
+
+    Args:
+        n: number of items.
+        splits: fractions of items in train, valid and test.
+
+    Returns:
+        Item counts in train, valid and test, summing to `n`.
+
+    Raises:
+        ValueError: unless `splits` is three non-negative fractions summing to 1.
+    """
     if len(splits) != 3 or any(s < 0 for s in splits) or not math.isclose(sum(splits), 1.0, abs_tol=1e-6):
         raise ValueError(f"splits must be three non-negative fractions summing to 1, got {tuple(splits)}")
     raw = [n * s for s in splits]
@@ -983,6 +994,74 @@ def _split_counts(n: int, splits: Sequence[float]) -> list[int]:
             counts[counts.index(max(counts))] -= 1
             counts[i] = 1
     return counts
+
+
+BoardWriter = Callable[[np.random.Generator, Path], Sequence[Box]]
+"""Draws one board from the generator, saves its image at the path given plus its own suffix, and
+returns the board's boxes."""
+
+
+def write_yolo_split_boards(
+    out_dir: Path | str,
+    n: int,
+    seed: int,
+    splits: Sequence[float],
+    write_board: BoardWriter,
+    stem: str,
+    image_glob: str,
+    extra_yaml: Mapping[str, object] | None = None,
+) -> Path:
+    """Write `n` boards as a YOLO detection data set, each split drawn at random.
+
+    Layout: `out_dir/{train,valid,test}/{images,labels}/<stem>_NNNNN.*` and `out_dir/data.yaml`.
+    The YAML is written last (and any old one removed first), so a tree without it is incomplete.
+    Old images matching `image_glob` and old `<stem>_*.txt` labels are removed first. Board `i`
+    depends only on `seed` and `i`.
+
+    Args:
+        out_dir: folder to write into; created if missing.
+        n: number of boards (non-negative).
+        seed: fixes every board and split assignment.
+        splits: fractions of boards in train, valid and test.
+        write_board: draws and saves one board (see `BoardWriter`); given the path without suffix.
+        stem: file name prefix of every image and label, as in `board_00007`.
+        image_glob: pattern of the image files a previous run left, removed first.
+        extra_yaml: keys added to `data.yaml` after the usual ones.
+
+    Returns:
+        The path of `data.yaml`.
+    """
+    out_dir = Path(out_dir)
+    yaml_path = out_dir / "data.yaml"
+    yaml_path.unlink(missing_ok=True)
+    folders = ("train", "valid", "test")
+    for folder in folders:
+        for kind, pattern in (("images", image_glob), ("labels", f"{stem}_*.txt")):
+            (out_dir / folder / kind).mkdir(parents=True, exist_ok=True)
+            for stale in (out_dir / folder / kind).glob(pattern):
+                stale.unlink()
+    children = np.random.SeedSequence(seed).spawn(n + 1)
+    order = np.random.default_rng(children[0]).permutation(n)
+    split_of = np.empty(n, dtype=np.int64)
+    start = 0
+    for index, share in enumerate(split_counts(n, splits)):
+        split_of[order[start : start + share]] = index
+        start += share
+    for i in range(n):
+        split_dir = out_dir / folders[int(split_of[i])]
+        boxes = write_board(np.random.default_rng(children[i + 1]), split_dir / "images" / f"{stem}_{i:05d}")
+        lines = "".join(box.to_yolo_line() + "\n" for box in boxes)
+        (split_dir / "labels" / f"{stem}_{i:05d}.txt").write_text(lines, encoding="utf-8")
+    data = {
+        "path": str(out_dir.resolve()),
+        "train": "train/images",
+        "val": "valid/images",
+        "test": "test/images",
+        "nc": len(COMPONENT_CLASSES),
+        "names": list(COMPONENT_CLASSES),
+        **(extra_yaml or {}),
+    }
+    return write_yaml(yaml_path, data)
 
 
 def write_synthetic_boards(
@@ -1010,38 +1089,13 @@ def write_synthetic_boards(
     """
     if n < 0:
         raise ValueError(f"n must be non-negative, got {n}")
-    out_dir = Path(out_dir)
-    yaml_path = out_dir / "data.yaml"
-    yaml_path.unlink(missing_ok=True)
-    folders = ("train", "valid", "test")
-    for folder in folders:
-        for kind, pattern in (("images", "board_*.jpg"), ("labels", "board_*.txt")):
-            (out_dir / folder / kind).mkdir(parents=True, exist_ok=True)
-            for stale in (out_dir / folder / kind).glob(pattern):
-                stale.unlink()
-    children = np.random.SeedSequence(seed).spawn(n + 1)
-    order = np.random.default_rng(children[0]).permutation(n)
-    split_of = np.empty(n, dtype=np.int64)
-    start = 0
-    for index, share in enumerate(_split_counts(n, splits)):
-        split_of[order[start : start + share]] = index
-        start += share
-    for i in range(n):
-        rng = np.random.default_rng(children[i + 1])
+
+    def write_board(rng: np.random.Generator, path: Path) -> list[Box]:
         image, boxes = draw_board(rng, size)
-        split_dir = out_dir / folders[int(split_of[i])]
-        image.save(split_dir / "images" / f"board_{i:05d}.jpg", quality=int(rng.integers(80, 96)))
-        lines = "".join(box.to_yolo_line() + "\n" for box in boxes)
-        (split_dir / "labels" / f"board_{i:05d}.txt").write_text(lines, encoding="utf-8")
-    data = {
-        "path": str(out_dir.resolve()),
-        "train": "train/images",
-        "val": "valid/images",
-        "test": "test/images",
-        "nc": len(COMPONENT_CLASSES),
-        "names": list(COMPONENT_CLASSES),
-    }
-    return write_yaml(yaml_path, data)
+        image.save(path.with_suffix(".jpg"), quality=int(rng.integers(80, 96)))
+        return boxes
+
+    return write_yolo_split_boards(out_dir, n, seed, splits, write_board, "board", "board_*.jpg")
 
 
 def write_component_crops(out_dir: Path, n_per_class: int, seed: int = 0, size: int = 96) -> Path:

@@ -28,9 +28,8 @@ import numpy as np
 import tifffile
 from PIL import Image, ImageDraw
 
-from ewaste_vision.data.synth import COMPONENT_CLASSES, Box, _split_counts, draw_board
+from ewaste_vision.data.synth import COMPONENT_CLASSES, Box, draw_board, write_yolo_split_boards
 from ewaste_vision.data.xray import ENERGIES, XRAY_CHANNELS
-from ewaste_vision.io.atomic import write_yaml
 
 
 class Attenuation(NamedTuple):
@@ -348,36 +347,11 @@ def write_synthetic_xray_boards(
         raise ValueError(f"n_boards must be non-negative, got {n_boards}")
     if image_format not in ("tif", "npy"):
         raise ValueError(f"image_format must be 'tif' or 'npy', got {image_format!r}")
-    out_dir = Path(out_dir)
-    yaml_path = out_dir / "data.yaml"
-    yaml_path.unlink(missing_ok=True)
-    folders = ("train", "valid", "test")
-    for folder in folders:
-        for kind, pattern in (("images", "xray_*.*"), ("labels", "xray_*.txt")):
-            (out_dir / folder / kind).mkdir(parents=True, exist_ok=True)
-            for stale in (out_dir / folder / kind).glob(pattern):
-                stale.unlink()
-    children = np.random.SeedSequence(seed).spawn(n_boards + 1)
-    order = np.random.default_rng(children[0]).permutation(n_boards)
-    split_of = np.empty(n_boards, dtype=np.int64)
-    start = 0
-    for index, share in enumerate(_split_counts(n_boards, splits)):
-        split_of[order[start : start + share]] = index
-        start += share
-    for i in range(n_boards):
-        raw, boxes = render_xray_board(np.random.default_rng(children[i + 1]), size)
-        split_dir = out_dir / folders[int(split_of[i])]
-        write_xray_file(split_dir / "images" / f"xray_{i:05d}.{image_format}", raw)
-        lines = "".join(box.to_yolo_line() + "\n" for box in boxes)
-        (split_dir / "labels" / f"xray_{i:05d}.txt").write_text(lines, encoding="utf-8")
-    data = {
-        "path": str(out_dir.resolve()),
-        "train": "train/images",
-        "val": "valid/images",
-        "test": "test/images",
-        "nc": len(COMPONENT_CLASSES),
-        "names": list(COMPONENT_CLASSES),
-        "modality": "xray_dual_energy",
-        "channels": list(XRAY_CHANNELS),
-    }
-    return write_yaml(yaml_path, data)
+
+    def write_board(rng: np.random.Generator, path: Path) -> list[Box]:
+        raw, boxes = render_xray_board(rng, size)
+        write_xray_file(path.with_suffix(f".{image_format}"), raw)
+        return boxes
+
+    extra = {"modality": "xray_dual_energy", "channels": list(XRAY_CHANNELS)}
+    return write_yolo_split_boards(out_dir, n_boards, seed, splits, write_board, "xray", "xray_*.*", extra)

@@ -8,9 +8,9 @@ from typing import Any
 import lightning as L
 import torch
 from torch import nn
-from torchmetrics.detection import MeanAveragePrecision
 
 from ewaste_vision.detect.data import Target
+from ewaste_vision.detect.metrics import detection_metrics
 
 
 class DetectionModule(L.LightningModule):
@@ -36,9 +36,8 @@ class DetectionModule(L.LightningModule):
         self.max_epochs = max_epochs
         self.slow_prefix = slow_prefix
         self.backbone_lr_scale = backbone_lr_scale
-        self.val_map = MeanAveragePrecision(
-            iou_thresholds=[0.5], max_detection_thresholds=[1, 10, 500], backend="pycocotools"
-        )
+        self._val_predictions: list[dict[str, torch.Tensor]] = []
+        self._val_targets: list[Target] = []
 
     def on_train_epoch_start(self) -> None:
         # Batches of a few boards are too small for batch-norm statistics: the pretrained
@@ -59,12 +58,19 @@ class DetectionModule(L.LightningModule):
     def validation_step(self, batch: tuple[list[torch.Tensor], list[Target]], batch_idx: int) -> None:
         images, targets = batch
         detections = self.detector(images)
-        self.val_map.update(_as_float(detections), targets)
+        self._val_predictions.extend(_as_float(detections))
+        self._val_targets.extend(targets)
 
     def on_validation_epoch_end(self) -> None:
-        result = self.val_map.compute()
-        self.log("val_map50", result["map"].float(), prog_bar=True, sync_dist=True)
-        self.val_map.reset()
+        # The project's own mAP: torchmetrics' summary works only at 100 detections per image,
+        # and boards carry more parts than that. Under DDP each process scores its own share.
+        head: Any = self.detector.head
+        num_classes = head.classification_head.num_classes
+        scores = detection_metrics(
+            self._val_predictions, self._val_targets, [str(k) for k in range(int(num_classes))]
+        )
+        self.log("val_map50", float(scores["map50"] or 0.0), prog_bar=True, sync_dist=True)
+        self._val_predictions, self._val_targets = [], []
 
     def configure_optimizers(self) -> Any:
         fast: list[nn.Parameter] = []

@@ -17,7 +17,7 @@ from ewaste_vision.data.images import load_rgb
 from ewaste_vision.detect.data import input_tensor
 from ewaste_vision.detect.metrics import DetectionPrediction
 from ewaste_vision.detect.model import build_detector, detector_settings
-from ewaste_vision.detect.tiling import detect_tiled, needs_tiling
+from ewaste_vision.detect.tiling import detect_images, detect_tiled
 from ewaste_vision.hardware import autocast, use_bf16
 from ewaste_vision.runs import ModelMeta, read_model_file, require_task, resolve_run_dir
 
@@ -85,21 +85,13 @@ class Detector:
     def detect(self, images: Sequence[torch.Tensor], batch_size: int = 4) -> list[Detections]:
         """Detections per image; images much larger than the input size are tiled (`tile="auto"`),
         or always (`"always"`) or never (`"never"`)."""
-        results: list[Detections | None] = [None] * len(images)
-        whole = []
-        for index, image in enumerate(images):
-            height, width = image.shape[-2:]
-            tiled = self.tile == "always" or (
-                self.tile == "auto" and needs_tiling(width, height, self.meta.image_size)
-            )
-            if tiled:
-                results[index] = detect_tiled(
-                    self.detect_batch, image, tile=self.meta.image_size, batch_size=batch_size
-                )
-            else:
-                whole.append(index)
-        for start in range(0, len(whole), batch_size):
-            chunk = whole[start : start + batch_size]
-            for index, found in zip(chunk, self.detect_batch([images[i] for i in chunk]), strict=True):
-                results[index] = found
-        return [r for r in results if r is not None]
+        return detect_images(
+            images,
+            self.detect_batch,
+            lambda image: detect_tiled(
+                self.detect_batch, image, tile=self.meta.image_size, batch_size=batch_size
+            ),
+            self.tile,
+            self.meta.image_size,
+            batch_size,
+        )

@@ -20,7 +20,7 @@ the rule here is, per class:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import torch
 from torchvision.ops import batched_nms, box_iou
@@ -30,6 +30,17 @@ from ewaste_vision.detect.metrics import DetectionPrediction
 DetectFn = Callable[[list[torch.Tensor]], Sequence[Mapping[str, Any]]]
 """A detector: a list of [3, h, w] tiles in, one dict shaped like `DetectionPrediction` per tile
 out, boxes in tile pixels (a torchvision detector in eval mode fits as it is)."""
+
+
+class _HasShape(Protocol):
+    """An image as `detect_images` takes it: a torch tensor or a numpy array, [..., H, W]."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+
+ImageT = TypeVar("ImageT", bound=_HasShape)
+ResultT = TypeVar("ResultT")
 
 Window = tuple[int, int, int, int]
 """(x0, y0, x1, y1) of a tile in image pixels, end-exclusive."""
@@ -84,6 +95,43 @@ def needs_tiling(width: int, height: int, tile: int = 640, slack: float = 0.25) 
         True when the long side exceeds `tile * (1 + slack)`.
     """
     return max(width, height) > tile * (1.0 + slack)
+
+
+def detect_images(
+    images: Sequence[ImageT],
+    detect_whole: Callable[[list[ImageT]], Sequence[ResultT]],
+    detect_large: Callable[[ImageT], ResultT],
+    tile_mode: str,
+    tile_size: int,
+    batch_size: int = 4,
+) -> list[ResultT]:
+    """Detections per image: large images one by one through `detect_large` (tiled), the others
+    in batches through `detect_whole`. Works on torch tensors and numpy arrays alike.
+
+    Args:
+        images: [3, H, W] images.
+        detect_whole: detects on a list of up to `batch_size` whole images, one result each.
+        detect_large: detects on one image by tiles (`detect_tiled` and the same detector).
+        tile_mode: `auto` (tile images that `needs_tiling` says are large), `always` or `never`.
+        tile_size: the detector's input size.
+        batch_size: whole images per `detect_whole` call.
+
+    Returns:
+        One result per image, in the order of `images`.
+    """
+    results: list[ResultT | None] = [None] * len(images)
+    whole = []
+    for index, image in enumerate(images):
+        height, width = image.shape[-2:]
+        if tile_mode == "always" or (tile_mode == "auto" and needs_tiling(width, height, tile_size)):
+            results[index] = detect_large(image)
+        else:
+            whole.append(index)
+    for start in range(0, len(whole), batch_size):
+        chunk = whole[start : start + batch_size]
+        for index, found in zip(chunk, detect_whole([images[i] for i in chunk]), strict=True):
+            results[index] = found
+    return [r for r in results if r is not None]
 
 
 def detect_tiled(

@@ -14,8 +14,6 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
 from ewaste_vision.config import TrainConfig
@@ -23,14 +21,14 @@ from ewaste_vision.data.records import LabelledImages
 from ewaste_vision.detect.data import DetectionDataset, collate_detection, dataset_modality
 from ewaste_vision.detect.model import build_detector
 from ewaste_vision.detect.module import DetectionModule
-from ewaste_vision.hardware import configure_threads, default_device, quiet_lightning, use_bf16
+from ewaste_vision.hardware import configure_threads, quiet_lightning, training_device, use_bf16
 from ewaste_vision.models.registry import get_backbone_spec
 from ewaste_vision.runs import ModelMeta, save_model
 from ewaste_vision.tasks.registry import Task
 from ewaste_vision.training.trainer import (
     TrainResult,
     describe_duplicates,
-    fit_keeping_log,
+    fit_with_checkpoints,
     prepare_run_dir,
     split_dataset,
 )
@@ -50,12 +48,7 @@ def train_detector(task: Task, config: TrainConfig, progress: bool = True) -> Tr
     dataset, duplicates = split_dataset(task, config, run_dir)
     spec = get_backbone_spec(config.backbone)
     image_size = config.image_size or spec.input_size
-    device = (
-        "cuda"
-        if config.accelerator in ("gpu", "cuda")
-        or (config.accelerator == "auto" and default_device() == "cuda")
-        else "cpu"
-    )
+    device = training_device(config.accelerator)
     bf16 = use_bf16(config.precision, device)
     context: dict[str, Any] = {
         "dataset": str(Path(config.data).resolve()),
@@ -117,33 +110,22 @@ def _train_one(
     )
     val_loader = DataLoader(val_set, config.batch_size, collate_fn=collate_detection)
     module = DetectionModule(detector, config.lr, config.weight_decay, config.max_epochs)
-    checkpoints = ModelCheckpoint(
-        dirpath=seed_dir / "checkpoints", filename="best", monitor="val_map50", mode="max", save_last=True
-    )
-    trainer = L.Trainer(
-        default_root_dir=seed_dir,
-        max_epochs=config.max_epochs,
-        accelerator="gpu" if device == "cuda" else "cpu",
-        devices=config.devices,
-        strategy="ddp_find_unused_parameters_true" if config.devices > 1 else "auto",
-        precision="bf16-mixed" if bf16 else "32-true",
-        callbacks=[EarlyStopping(monitor="val_map50", mode="max", patience=config.patience), checkpoints],
-        logger=CSVLogger(seed_dir, name="logs", version=""),
-        enable_progress_bar=progress,
-        enable_model_summary=False,
-        log_every_n_steps=1,
-    )
-    last = seed_dir / "checkpoints" / "last.ckpt"
-    resume_from = str(last) if config.resume and last.is_file() else None
-    fit_keeping_log(
-        trainer,
+    trainer, score = fit_with_checkpoints(
+        module,
+        train_loader,
+        val_loader,
         seed_dir,
-        lambda: trainer.fit(module, train_loader, val_loader, ckpt_path=resume_from, weights_only=True),
+        config.max_epochs,
+        config,
+        device,
+        bf16,
+        progress,
+        monitor="val_map50",
+        mode="max",
+        ddp_strategy="ddp_find_unused_parameters_true",
     )
     if trainer.global_rank != 0:
         return None
-    best = checkpoints.best_model_path or str(last)
-    module.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["state_dict"])
     spec = get_backbone_spec(config.backbone)
     meta = ModelMeta(
         "detect",
@@ -155,7 +137,6 @@ def _train_one(
         extra={"detector_size": config.detector_size, "modality": modality},
     )
     save_model(seed_dir, detector.state_dict(), meta)
-    score = checkpoints.best_model_score
     return {
         "backbone": f"{config.backbone} ({weights_source})",
         "input": "dual-energy X-ray (high, low, mean log attenuation)"
@@ -163,7 +144,7 @@ def _train_one(
         else "RGB photos",
         "strategy": config.strategy,
         "epochs": trainer.current_epoch,
-        "best_val_map50": round(float(score), 4) if score is not None else None,
+        "best_val_map50": round(score, 4) if score is not None else None,
     }
 
 

@@ -180,23 +180,16 @@ class OnnxDetector:
     def detect(self, images: Sequence[np.ndarray], batch_size: int = 4) -> list[NumpyDetections]:
         """Detections per image; images much larger than the input size are cut into tiles
         (`tile="auto"`), or always (`"always"`) or never (`"never"`), as `Detector.detect` does."""
-        from ewaste_vision.detect.tiling import needs_tiling
+        from ewaste_vision.detect.tiling import detect_images
 
-        results: list[NumpyDetections | None] = [None] * len(images)
-        whole = []
-        for index, image in enumerate(images):
-            height, width = image.shape[-2:]
-            if self.tile == "always" or (
-                self.tile == "auto" and needs_tiling(width, height, self.meta.image_size)
-            ):
-                results[index] = self._detect_tiled(image, batch_size)
-            else:
-                whole.append(index)
-        for start in range(0, len(whole), batch_size):
-            chunk = whole[start : start + batch_size]
-            for index, found in zip(chunk, self.detect_batch([images[i] for i in chunk]), strict=True):
-                results[index] = found
-        return [r for r in results if r is not None]
+        return detect_images(
+            images,
+            self.detect_batch,
+            lambda image: self._detect_tiled(image, batch_size),
+            self.tile,
+            self.meta.image_size,
+            batch_size,
+        )
 
     def _detect_tiled(self, image: np.ndarray, batch_size: int) -> NumpyDetections:
         # The tile merge is the toolkit's one implementation (torch tensors); only the network and

@@ -25,7 +25,7 @@ from ewaste_vision.data.split import DuplicateSummary, assign_splits
 from ewaste_vision.data.split_file import write_split_file
 from ewaste_vision.data.transforms import eval_transform
 from ewaste_vision.errors import DataError, UserError, require_path
-from ewaste_vision.hardware import configure_threads, default_device, quiet_lightning, use_bf16
+from ewaste_vision.hardware import configure_threads, quiet_lightning, training_device, use_bf16
 from ewaste_vision.io.atomic import write_text, write_yaml
 from ewaste_vision.models.classifier import (
     ImageClassifier,
@@ -80,12 +80,7 @@ def train_labels(task: LabelTask, config: TrainConfig, progress: bool = True) ->
     meta = ModelMeta(
         config.task, dataset.class_names, config.backbone, image_size, spec.mean, spec.std, config.dropout
     )
-    device = (
-        "cuda"
-        if config.accelerator in ("gpu", "cuda")
-        or (config.accelerator == "auto" and default_device() == "cuda")
-        else "cpu"
-    )
+    device = training_device(config.accelerator)
     bf16 = use_bf16(config.precision, device)
 
     stages: list[tuple[str, Path]] = []
@@ -105,11 +100,12 @@ def train_labels(task: LabelTask, config: TrainConfig, progress: bool = True) ->
         else:
             module, train_loader, val_loader = _image_setup(model, task, dataset, config, meta)
         epochs = config.head_epochs if strategy == "linear" else config.max_epochs
-        trainer, stage_loss = _fit(
+        trainer, score = fit_with_checkpoints(
             module, train_loader, val_loader, stage_dir, epochs, config, device, bf16, progress
         )
         if trainer.global_rank != 0:
             return None
+        stage_loss = score if score is not None else float("inf")
         # Model selection on the validation split spans the stages too: a fine-tune that never
         # beats the linear probe's validation loss does not replace it.
         if stage_loss < best_loss:
@@ -159,8 +155,8 @@ def _decision_settings(
     return task.decision_settings(probs, targets)
 
 
-def _fit(
-    module: SupervisedModule,
+def fit_with_checkpoints(
+    module: L.LightningModule,
     train_loader: DataLoader[Any],
     val_loader: DataLoader[Any],
     stage_dir: Path,
@@ -169,23 +165,44 @@ def _fit(
     device: str,
     bf16: bool,
     progress: bool,
-) -> tuple[L.Trainer, float]:
-    """Train `module` with early stopping; load its best weights (by validation loss) back into it.
+    monitor: str = "val_loss",
+    mode: str = "min",
+    ddp_strategy: str = "ddp",
+) -> tuple[L.Trainer, float | None]:
+    """Train `module` with early stopping on `monitor`; load its best weights back into it.
+
+    Checkpoints go to `stage_dir/checkpoints` (`best.ckpt`, `last.ckpt`) and the CSV log to
+    `stage_dir/logs`. With `config.resume`, training continues from `last.ckpt` when there is one.
+
+    Args:
+        module: the Lightning module to train.
+        train_loader: training batches.
+        val_loader: validation batches, which log `monitor`.
+        stage_dir: folder of the checkpoints and the log.
+        max_epochs: most epochs to train.
+        config: the run's settings (devices, patience, resume).
+        device: `cuda` or `cpu`.
+        bf16: train with bf16 mixed precision.
+        progress: show Lightning's progress bar.
+        monitor: logged metric that picks the best checkpoint and stops early.
+        mode: `min` or `max`: which way `monitor` improves.
+        ddp_strategy: Lightning strategy when `config.devices` > 1.
 
     Returns:
-        The trainer and the best validation loss (inf where it is unknown, as on ranks > 0).
+        The trainer and the best value of `monitor` (None where it is unknown, as on ranks > 0,
+        where the best weights are not loaded either).
     """
     checkpoints = ModelCheckpoint(
-        dirpath=stage_dir / "checkpoints", filename="best", monitor="val_loss", save_last=True
+        dirpath=stage_dir / "checkpoints", filename="best", monitor=monitor, mode=mode, save_last=True
     )
     trainer = L.Trainer(
         default_root_dir=stage_dir,
         max_epochs=max_epochs,
         accelerator="gpu" if device == "cuda" else "cpu",
         devices=config.devices,
-        strategy="ddp" if config.devices > 1 else "auto",
+        strategy=ddp_strategy if config.devices > 1 else "auto",
         precision="bf16-mixed" if bf16 else "32-true",
-        callbacks=[EarlyStopping(monitor="val_loss", patience=config.patience), checkpoints],
+        callbacks=[EarlyStopping(monitor=monitor, mode=mode, patience=config.patience), checkpoints],
         logger=CSVLogger(stage_dir, name="logs", version=""),
         enable_progress_bar=progress,
         enable_model_summary=False,
@@ -199,11 +216,11 @@ def _fit(
         lambda: trainer.fit(module, train_loader, val_loader, ckpt_path=resume_from, weights_only=True),
     )
     if trainer.global_rank != 0:
-        return trainer, float("inf")
+        return trainer, None
     best = checkpoints.best_model_path or str(last)
     module.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["state_dict"])
     score = checkpoints.best_model_score
-    return trainer, float(score) if score is not None else float("inf")
+    return trainer, float(score) if score is not None else None
 
 
 def prepare_run_dir(config: TrainConfig, run_dir: Path) -> TrainConfig:
