@@ -144,3 +144,12 @@ def test_detector_trains_on_dual_energy_xray_scans(tmp_path: Path):
     assert image.dtype == torch.float32 and image.shape[0] == 3
     # 16-bit precision survives into the input: far more distinct levels than 8 bits could hold.
     assert torch.unique(image[0]).numel() > 256
+
+
+def test_evaluate_command_scores_a_detect_run_and_its_lot_value(detect_run: Path, tmp_path: Path):
+    copy = tmp_path / "again"
+    shutil.copytree(detect_run, copy)
+    assert main(["evaluate", str(copy)]) == 0
+    value = json.loads((copy / "metrics.json").read_text())["value_vs_truth"]
+    assert value["currency"] == "EUR" and value["lot_true"] >= 0
+    assert "lot value from true boxes" in (copy / "report.md").read_text()

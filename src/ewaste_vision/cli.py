@@ -235,11 +235,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from ewaste_vision.evaluate import evaluate_run
-    from ewaste_vision.inference import Predictor
+    from ewaste_vision.runs import read_model_file, resolve_run_dir
+    from ewaste_vision.tasks import get_task
 
-    metrics, report = evaluate_run(args.run, data=args.data, split=args.split, progress=sys.stderr.isatty())
-    print(Predictor.from_run(args.run).task.headline(metrics))
+    _, meta = read_model_file(resolve_run_dir(args.run) / "model.pt")
+    if meta.task == "detect":
+        from ewaste_vision.detect.evaluate import evaluate_detector
+
+        if args.data is not None:
+            raise UserError("--data is not supported for detect runs yet; evaluate on the run's own split")
+        metrics, report = evaluate_detector(args.run, split=args.split, progress=sys.stderr.isatty())
+    else:
+        from ewaste_vision.evaluate import evaluate_run
+
+        metrics, report = evaluate_run(
+            args.run, data=args.data, split=args.split, progress=sys.stderr.isatty()
+        )
+    print(get_task(meta.task).headline(metrics))
     print(f"report: {report}")
     return 0
 

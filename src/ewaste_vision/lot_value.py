@@ -47,9 +47,11 @@ class LotResult:
     skipped: list[str]
 
 
-def detections_for_value(found: DetectionPrediction, class_names: Sequence[str]) -> list[Detection]:
+def detections_for_value(
+    found: DetectionPrediction, class_names: Sequence[str], min_score: float = SHOWN_CONFIDENCE
+) -> list[Detection]:
     """The confident detections (001's rule: confidence > 0.5) as value-model detections."""
-    keep = found["scores"] > SHOWN_CONFIDENCE
+    keep = found["scores"] > min_score
     return [
         Detection(class_names[int(label)], tuple(box), float(score))
         for box, label, score in zip(

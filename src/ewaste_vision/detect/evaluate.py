@@ -65,6 +65,7 @@ def evaluate_detector(
     predictions, truths, kept, skipped = predict_records(detector, records)
     metrics = detection_metrics(predictions, truths, detector.class_names)
     metrics.update({"task": "detect", "split": split, "skipped_files": len(skipped)})
+    metrics["value_vs_truth"] = value_against_truth(predictions, truths, kept, detector.class_names)
     write_json(run_dir / "metrics.json", metrics)
 
     plots: dict[str, Path] = {}
@@ -86,6 +87,38 @@ def evaluate_detector(
     ]
     report = write_markdown_report(run_dir, "Component detection", sections)
     return metrics, report
+
+
+def value_against_truth(
+    predictions: Sequence[DetectionPrediction],
+    truths: Sequence[dict[str, torch.Tensor]],
+    records: Sequence[ImageRecord],
+    class_names: Sequence[str],
+) -> dict[str, Any]:
+    """Board values (the packaged price table) from predicted boxes against the true boxes: the
+    error per board (median, 90th percentile of |relative error|) and on the lot total."""
+    from ewaste_vision.lot_value import detections_for_value
+    from ewaste_vision.value import compare_with_ground_truth, load_price_table, lot_values
+
+    table = load_price_table()
+    names = [str(r.path) for r in records]
+    predicted = {n: detections_for_value(p, class_names) for n, p in zip(names, predictions, strict=True)}
+    true_scores = [{**t, "scores": torch.ones(len(t["labels"]))} for t in truths]
+    truth = {
+        n: detections_for_value(t, class_names, min_score=0.0)  # type: ignore[arg-type]
+        for n, t in zip(names, true_scores, strict=True)
+    }
+    comparison = compare_with_ground_truth(lot_values(predicted, table), lot_values(truth, table))
+    return {
+        "currency": table.currency,
+        "price_date": table.date,
+        "median_abs_relative_error": comparison.median_abs_relative_error,
+        "p90_abs_relative_error": comparison.p90_abs_relative_error,
+        "lot_predicted": comparison.lot_predicted,
+        "lot_true": comparison.lot_true,
+        "lot_relative_error": comparison.lot_relative_error,
+        "boards_without_true_value": comparison.n_zero_truth,
+    }
 
 
 def summarise_repeat_runs(
@@ -118,6 +151,22 @@ def _results_section(metrics: Mapping[str, Any]) -> str:
         ["F1", format_value(metrics.get("f1"))],
         ["test images", format_value(metrics.get("n_images"))],
     ]
+    value = metrics.get("value_vs_truth") or {}
+    if value:
+        currency = value.get("currency", "")
+        rows += [
+            [
+                f"lot value from predicted boxes ({currency}, prices of {value.get('price_date')})",
+                format_value(value.get("lot_predicted")),
+            ],
+            [f"lot value from true boxes ({currency})", format_value(value.get("lot_true"))],
+            ["lot value error (relative)", format_value(value.get("lot_relative_error"))],
+            [
+                "board value error, median / 90th percentile (|relative|)",
+                f"{format_value(value.get('median_abs_relative_error'))} / "
+                f"{format_value(value.get('p90_abs_relative_error'))}",
+            ],
+        ]
     return "## Results\n\n" + markdown_table(["metric", "value"], rows)
 
 
