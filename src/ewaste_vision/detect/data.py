@@ -148,6 +148,23 @@ class DetectionDataset(Dataset[tuple[torch.Tensor, Target]]):
         return image, target
 
 
+def typical_side(dataset: DetectionDataset) -> int:
+    """Median long side of the dataset's source images (read from file headers; X-ray arrays
+    count as their own size), the scale tiled inference keeps."""
+    import statistics
+
+    from PIL import Image
+
+    sides = []
+    for record in dataset.records:
+        try:
+            with Image.open(record.path) as opened:
+                sides.append(max(opened.size))
+        except (OSError, ValueError):
+            continue  # unreadable files were reported while reading the dataset
+    return int(statistics.median(sides)) if sides else dataset.image_size
+
+
 def collate_detection(batch: list[tuple[torch.Tensor, Target]]) -> tuple[list[torch.Tensor], list[Target]]:
     """Keep images and targets as lists: boxes per image differ in number."""
     images, targets = zip(*batch, strict=True)

@@ -16,7 +16,7 @@ from PIL import Image
 from ewaste_vision.data.images import load_rgb
 from ewaste_vision.detect.data import input_tensor
 from ewaste_vision.detect.metrics import DetectionPrediction
-from ewaste_vision.detect.model import build_detector, detector_settings
+from ewaste_vision.detect.model import build_detector, detector_settings, tile_side
 from ewaste_vision.detect.tiling import detect_images, detect_tiled
 from ewaste_vision.hardware import autocast, use_bf16
 from ewaste_vision.runs import ModelMeta, read_model_file, require_task, resolve_run_dir
@@ -89,9 +89,9 @@ class Detector:
             images,
             self.detect_batch,
             lambda image: detect_tiled(
-                self.detect_batch, image, tile=self.meta.image_size, batch_size=batch_size
+                self.detect_batch, image, tile=tile_side(self.meta), batch_size=batch_size
             ),
             self.tile,
-            self.meta.image_size,
+            tile_side(self.meta),
             batch_size,
         )

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 
 from ewaste_vision.config import TrainConfig
 from ewaste_vision.data.records import LabelledImages
-from ewaste_vision.detect.data import DetectionDataset, collate_detection, dataset_modality
+from ewaste_vision.detect.data import DetectionDataset, collate_detection, dataset_modality, typical_side
 from ewaste_vision.detect.model import build_detector
 from ewaste_vision.detect.module import DetectionModule
 from ewaste_vision.hardware import configure_threads, quiet_lightning, training_device, use_bf16
@@ -134,7 +134,11 @@ def _train_one(
         image_size,
         spec.mean,
         spec.std,
-        extra={"detector_size": config.detector_size, "modality": modality},
+        extra={
+            "detector_size": config.detector_size,
+            "modality": modality,
+            "source_size": typical_side(train_set),
+        },
     )
     save_model(seed_dir, detector.state_dict(), meta)
     return {

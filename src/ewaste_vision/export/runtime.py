@@ -180,6 +180,7 @@ class OnnxDetector:
     def detect(self, images: Sequence[np.ndarray], batch_size: int = 4) -> list[NumpyDetections]:
         """Detections per image; images much larger than the input size are cut into tiles
         (`tile="auto"`), or always (`"always"`) or never (`"never"`), as `Detector.detect` does."""
+        from ewaste_vision.detect.model import tile_side
         from ewaste_vision.detect.tiling import detect_images
 
         return detect_images(
@@ -187,7 +188,7 @@ class OnnxDetector:
             self.detect_batch,
             lambda image: self._detect_tiled(image, batch_size),
             self.tile,
-            self.meta.image_size,
+            tile_side(self.meta),
             batch_size,
         )
 
@@ -196,6 +197,7 @@ class OnnxDetector:
         # its postprocess run here.
         import torch
 
+        from ewaste_vision.detect.model import tile_side
         from ewaste_vision.detect.tiling import detect_tiled
 
         def on_tiles(tiles: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
@@ -203,7 +205,7 @@ class OnnxDetector:
             return [{key: torch.from_numpy(value) for key, value in d.items()} for d in found]
 
         merged = detect_tiled(
-            on_tiles, torch.from_numpy(image), tile=self.meta.image_size, batch_size=batch_size
+            on_tiles, torch.from_numpy(image), tile=tile_side(self.meta), batch_size=batch_size
         )
         return {
             "boxes": merged["boxes"].numpy(),
