@@ -71,7 +71,9 @@ def test_run_of_another_task(tmp_path: Path, capsys):
         "std": [0.5] * 3,
     }
     torch.save({"format": "ewaste-vision-model/1", "meta": meta, "state_dict": {}}, tmp_path / "model.pt")
-    _fails_cleanly(["evaluate", str(tmp_path)], capsys, "detect")
+    _fails_cleanly(["explain", str(tmp_path), str(tmp_path), "--out", str(tmp_path / "o")], capsys, "detect")
+    # Weights that do not fit the network the metadata describes: one line, no traceback.
+    _fails_cleanly(["evaluate", str(tmp_path)], capsys, "damaged")
 
 
 def test_unknown_backbone_and_bad_config(tmp_path: Path, make_image, capsys):

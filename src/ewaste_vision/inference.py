@@ -15,7 +15,7 @@ from ewaste_vision.errors import UnreadableImageError, UserError
 from ewaste_vision.hardware import COMPILE_MIN_IMAGES, CompiledForward, autocast, use_bf16
 from ewaste_vision.models.classifier import ImageClassifier
 from ewaste_vision.runs import ModelMeta, read_model_file, require_task, resolve_run_dir
-from ewaste_vision.tasks import available_tasks, get_label_task
+from ewaste_vision.tasks import LabelTask, available_tasks, get_label_task, get_task
 
 
 class Predictor:
@@ -64,7 +64,8 @@ class Predictor:
         """Load `run_dir/model.pt` (weights only, never unpickled objects)."""
         path = resolve_run_dir(run_dir)
         state, meta = read_model_file(path / "model.pt")
-        require_task(meta, tuple(available_tasks()), path, "this command")
+        label_tasks = tuple(name for name in available_tasks() if isinstance(get_task(name), LabelTask))
+        require_task(meta, label_tasks, path, "this command")
         return cls(load_classifier(state, meta, path / "model.pt"), meta, precision, compile, batch_size)
 
     @torch.inference_mode()

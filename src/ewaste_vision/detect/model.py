@@ -132,3 +132,20 @@ def tile_side(meta: Any) -> int:
     up to 1.25 times that side are not tiled. Runs without the figure fall back to the input size.
     """
     return int(meta.extra.get("source_size", meta.image_size))
+
+
+def load_detector(state: dict[str, torch.Tensor], meta: Any, source: Path | str) -> FCOS:
+    """Rebuild the detector a run's metadata describes and load its weights; a `RunError` when
+    they do not fit (a damaged or foreign file)."""
+    from ewaste_vision.errors import RunError
+
+    detector, _ = build_detector(
+        meta.backbone, len(meta.class_names), detector_settings(meta.extra), meta.image_size, pretrained=False
+    )
+    try:
+        detector.load_state_dict(state)
+    except RuntimeError as exc:
+        raise RunError(
+            f"{source}: weights do not fit a {meta.backbone} detector; the file is damaged"
+        ) from exc
+    return detector

@@ -16,7 +16,7 @@ from PIL import Image
 from ewaste_vision.data.images import load_rgb
 from ewaste_vision.detect.data import input_tensor
 from ewaste_vision.detect.metrics import DetectionPrediction
-from ewaste_vision.detect.model import build_detector, detector_settings, tile_side
+from ewaste_vision.detect.model import load_detector, tile_side
 from ewaste_vision.detect.tiling import detect_images, detect_tiled
 from ewaste_vision.hardware import autocast, use_bf16
 from ewaste_vision.runs import ModelMeta, read_model_file, require_task, resolve_run_dir
@@ -41,14 +41,7 @@ class Detector:
         path = resolve_run_dir(run_dir)
         state, meta = read_model_file(path / "model.pt")
         require_task(meta, ("detect",), path, "this command")
-        model, _ = build_detector(
-            meta.backbone,
-            len(meta.class_names),
-            detector_settings(meta.extra),
-            meta.image_size,
-            pretrained=False,
-        )
-        model.load_state_dict(state)
+        model = load_detector(state, meta, path / "model.pt")
         return cls(model, meta, precision, tile)
 
     @property

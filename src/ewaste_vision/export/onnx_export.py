@@ -89,12 +89,9 @@ def _graph_for(
 def _detector_graph(
     state: dict[str, torch.Tensor], meta: ModelMeta
 ) -> tuple[nn.Module, torch.Tensor, list[str], dict[str, dict[int, str]], OnnxMeta]:
-    from ewaste_vision.detect.model import build_detector, detector_settings
+    from ewaste_vision.detect.model import load_detector
 
-    detector, _ = build_detector(
-        meta.backbone, len(meta.class_names), detector_settings(meta.extra), meta.image_size, pretrained=False
-    )
-    detector.load_state_dict(state)
+    detector = load_detector(state, meta, meta.backbone)
     detector.eval()
     transform = detector.transform
     settings = FcosSettings(
