@@ -15,6 +15,7 @@ from PIL import Image
 
 from ewaste_vision.data.images import load_rgb
 from ewaste_vision.detect.data import input_tensor
+from ewaste_vision.detect.facts import DetectorFacts
 from ewaste_vision.detect.metrics import DetectionPrediction
 from ewaste_vision.detect.model import load_detector, tile_side
 from ewaste_vision.detect.tiling import detect_images, detect_tiled
@@ -25,7 +26,7 @@ Detections = DetectionPrediction
 """`boxes` [N, 4] xyxy pixels of the image given, `scores` [N], `labels` [N] int64."""
 
 
-class Detector:
+class Detector(DetectorFacts):
     """A detector with its metadata; `detect` takes float images [3, H, W] in [0, 1]."""
 
     def __init__(
@@ -43,15 +44,6 @@ class Detector:
         require_task(meta, ("detect",), path, "this command")
         model = load_detector(state, meta, path / "model.pt")
         return cls(model, meta, precision, tile)
-
-    @property
-    def class_names(self) -> list[str]:
-        return self.meta.class_names
-
-    @property
-    def modality(self) -> str:
-        """`rgb` or `xray` (dual-energy pairs), as trained."""
-        return str(self.meta.extra.get("modality", "rgb"))
 
     def load(self, path: Path) -> torch.Tensor:
         """A file as this detector's input, float [3, H, W] in [0, 1]."""

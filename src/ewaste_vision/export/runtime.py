@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from ewaste_vision.data.images import load_rgb
+from ewaste_vision.detect.facts import DetectorFacts
 from ewaste_vision.errors import RunError, UnreadableImageError, UserError
 from ewaste_vision.export import fcos_numpy
 from ewaste_vision.export.metadata import INPUT_NAME, FcosSettings, OnnxMeta
@@ -120,7 +121,7 @@ class OnnxClassifier:
         return probs, readable, skipped
 
 
-class OnnxDetector:
+class OnnxDetector(DetectorFacts):
     """An exported detector; mirrors `Detector.detect` (whole images batched, large ones tiled)."""
 
     def __init__(self, model: OnnxModel, tile: str = "auto") -> None:
@@ -135,15 +136,6 @@ class OnnxDetector:
     @classmethod
     def from_file(cls, path: Path | str, tile: str = "auto", threads: int | None = None) -> OnnxDetector:
         return cls(load_onnx(path, threads), tile)
-
-    @property
-    def class_names(self) -> list[str]:
-        return self.meta.class_names
-
-    @property
-    def modality(self) -> str:
-        """`rgb` or `xray` (dual-energy pairs), as trained."""
-        return str(self.meta.extra.get("modality", "rgb"))
 
     def load(self, path: Path) -> np.ndarray:
         """A file as this detector's input, float32 [3, H, W] in [0, 1] at full resolution."""
