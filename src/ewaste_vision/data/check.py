@@ -116,13 +116,14 @@ def check_dataset(
             augmented copies (flips, turns, crops, grayscale, hue; see `leakage`).
         cache_file: JSON file that keeps image fingerprints between runs.
         invariant: count flipped and rotated copies as duplicates too.
-        max_distance: perceptual-hash bits two near-copies may differ in (of 64).
+        max_distance: perceptual-hash bits two near-copies may differ in (of 64); class folders only
+            (YOLO exports use the copy finder's own thresholds, as `data split` does).
 
     Raises:
         DataError: the folder layout or data.yaml cannot be read.
     """
     if find_yolo_yaml(root) is not None:
-        return _check_yolo(read_yolo_dataset(root), cache_file, max_distance)
+        return _check_yolo(read_yolo_dataset(root), cache_file)
     dataset = read_class_folders(root)
     paths = [record.path for record in dataset.records]
     fingerprints = fingerprints_cached(paths, cache_file, invariant=invariant)
@@ -141,11 +142,7 @@ def check_dataset(
         class_names=list(dataset.class_names),
         splits=splits,
         counts=counts,
-        unreadable=[
-            (path, unreadable_reason(path) or "cannot be read")
-            for path, fingerprint in zip(paths, fingerprints, strict=True)
-            if fingerprint is None
-        ],
+        unreadable=_unreadable(paths, fingerprints),
         ignored=list(dataset.skipped),
     )
     for group in duplicate_groups(fingerprints, groups):
@@ -158,11 +155,21 @@ def check_dataset(
     return report
 
 
-def _check_yolo(dataset: LabelledImages, cache_file: Path | None, max_distance: int) -> DataReport:
-    """`check_dataset` for a multi-label YOLO dataset; copies found by `find_augmented_copies`."""
+def _unreadable(paths: list[Path], fingerprints: list[Any]) -> list[tuple[Path, str]]:
+    """(file, reason) for every image that could not be fingerprinted."""
+    return [
+        (path, unreadable_reason(path) or "cannot be read")
+        for path, fingerprint in zip(paths, fingerprints, strict=True)
+        if fingerprint is None
+    ]
+
+
+def _check_yolo(dataset: LabelledImages, cache_file: Path | None) -> DataReport:
+    """`check_dataset` for a multi-label YOLO dataset; copies found by `find_augmented_copies` with
+    its own thresholds, so `data check` reports the groups `data split` keeps together."""
     paths = [record.path for record in dataset.records]
     fingerprints = fingerprints_cached(paths, cache_file, invariant=True)
-    groups = find_augmented_copies(paths, fingerprints, phash_distance=max_distance)
+    groups = find_augmented_copies(paths, fingerprints)
     splits = [s for s in SPLITS if any(r.split == s for r in dataset.records)] or [NO_SPLIT]
     counts = {name: dict.fromkeys(splits, 0) for name in dataset.class_names}
     for record, fingerprint in zip(dataset.records, fingerprints, strict=True):
@@ -174,11 +181,7 @@ def _check_yolo(dataset: LabelledImages, cache_file: Path | None, max_distance: 
         class_names=list(dataset.class_names),
         splits=splits,
         counts=counts,
-        unreadable=[
-            (path, unreadable_reason(path) or "cannot be read")
-            for path, fingerprint in zip(paths, fingerprints, strict=True)
-            if fingerprint is None
-        ],
+        unreadable=_unreadable(paths, fingerprints),
         multi_label=True,
         images=sum(fingerprint is not None for fingerprint in fingerprints),
         label_problems=list(dataset.skipped),
