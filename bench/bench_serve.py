@@ -1,16 +1,20 @@
 """Serving under load: `/classify` requests from 1, 4 and 16 concurrent clients over loopback.
 
-The app is built in this process over a classify run and launched on 127.0.0.1 (a free port);
-clients are threads calling it through `gradio_client`, one image per request. Two servers are
-measured in turn, the same in all but the queue's `max_batch_size`:
+The server runs in its own process, as deployed (`create_app` + `launch` on 127.0.0.1, a free port);
+clients are threads of this process speaking the documented HTTP API with plain `httpx` (upload,
+call, read the event stream), one image per request. `gradio_client` is deliberately not the load
+generator: it also downloads every returned file and does its own bookkeeping, and on 2 cores a
+client that heavy takes the CPU the server is being measured on. Two servers are measured in turn,
+the same in all but the queue's `max_batch_size`:
 
     unbatched   max_batch_size=1: one request per model call, the plain baseline
     batched     max_batch_size=16 (the product default): the queue merges waiting requests
                 into one model call, so throughput should rise with clients
 
 For each, the throughput (requests/s), p50 and p95 latency, failed requests and the mean number
-of requests per model call are reported, and the batched/unbatched throughput ratio per client
-count. Every level is bounded in requests (`--requests` per client) and time (`--max-seconds`).
+of requests per model call (counted inside the server process) are reported, and the
+batched/unbatched throughput ratio per client count. Every level is bounded in requests
+(`--requests` per client) and time (`--max-seconds`).
 
 Without `--run`, an untrained classify run is written to a temporary folder (weights do not change
 the speed): `--backbone` (default efficientnet_lite0 at its 256 px input) with 8 classes.
@@ -23,7 +27,10 @@ Run from the repository root:
 from __future__ import annotations
 
 import argparse
+import json
+import multiprocessing
 import os
+import socket
 import tempfile
 import threading
 import time
@@ -35,8 +42,7 @@ from typing import Any
 import numpy as np
 
 from _common import RESULTS_DIR, describe, machine_facts, print_table, write_json
-from ewaste_vision.app.limits import ServeLimits
-from ewaste_vision.app.server import ServedApp, create_app
+from ewaste_vision.app.uploads import safe_name
 from ewaste_vision.hardware import configure_threads
 
 CLIENTS = (1, 4, 16)
@@ -73,27 +79,56 @@ def write_request_images(folder: Path, count: int, size: int) -> list[Path]:
     return sorted(root.rglob("*.jpg"))[:count]
 
 
-def count_batches(app: ServedApp) -> list[int]:
-    """Wrap the app's dispatcher so every model call appends its number of requests."""
-    sizes: list[int] = []
-    lock = threading.Lock()
+def serve(run: Path, max_batch_size: int, port: int, batch_sizes: Any) -> None:
+    """Server process: the app over `run`, every model call's request count put on `batch_sizes`."""
+    from ewaste_vision.app.limits import ServeLimits
+    from ewaste_vision.app.server import create_app
+
+    configure_threads()
+    app = create_app([run], ServeLimits(max_batch_size=max_batch_size, max_queue=256))
     original: Callable[..., Any] = app.dispatcher.run
 
     def counted(task: str, models: Sequence[str | None], *args: Any, **kwargs: Any) -> Any:
-        with lock:
-            sizes.append(len(models))
+        batch_sizes.put(len(models))
         return original(task, models, *args, **kwargs)
 
     app.dispatcher.run = counted  # type: ignore[method-assign]
-    return sizes
+    app.launch("127.0.0.1", port=port, block=True, quiet=True)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def classify_over_http(client: Any, url: str, model: str, image: Path) -> str | None:
+    """One `/classify` request through the HTTP API; the problem, or None when it succeeded."""
+    with image.open("rb") as handle:
+        upload = client.post(f"{url}/gradio_api/upload", files={"files": (image.name, handle, "image/jpeg")})
+    upload.raise_for_status()
+    file = {"path": upload.json()[0], "meta": {"_type": "gradio.FileData"}}
+    call = client.post(f"{url}/gradio_api/call/classify", json={"data": [model, [file]]})
+    call.raise_for_status()
+    event = None
+    with client.stream("GET", f"{url}/gradio_api/call/classify/{call.json()['event_id']}") as stream:
+        for line in stream.iter_lines():
+            if line.startswith("event:"):
+                event = line.removeprefix("event:").strip()
+            elif line.startswith("data:") and event == "complete":
+                result = json.loads(line.removeprefix("data:"))[0]
+                return str(result["error"]) if result.get("error") else None
+            elif line.startswith("data:") and event == "error":
+                return f"server error: {line.removeprefix('data:').strip()[:200]}"
+    return "the event stream ended without a result"
 
 
 def load_level(
-    sessions: Sequence[Any], model: str, images: list[Path], clients: int, requests: int, max_seconds: float
+    url: str, model: str, images: list[Path], clients: int, requests: int, max_seconds: float
 ) -> dict[str, Any]:
-    """`clients` threads, each with its own client session, sending `requests` each (or until
+    """`clients` threads, each with its own HTTP connection, sending `requests` each (or until
     `max_seconds`); latencies and failures."""
-    from gradio_client import handle_file
+    import httpx
 
     deadline = time.perf_counter() + max_seconds
     latencies: list[float] = []
@@ -101,20 +136,20 @@ def load_level(
     lock = threading.Lock()
 
     def worker(index: int) -> None:
-        for number in range(requests):
-            if time.perf_counter() > deadline:
-                return
-            image = images[(index * requests + number) % len(images)]
-            started = time.perf_counter()
-            try:
-                result, _ = sessions[index].predict(model, [handle_file(str(image))], api_name="/classify")
-                problem = result.get("error")
-            except Exception as exc:  # a failed request is counted and reported, never hidden
-                problem = f"{type(exc).__name__}: {exc}"
-            with lock:
-                latencies.append(time.perf_counter() - started)
-                if problem:
-                    failures.append(str(problem))
+        with httpx.Client(timeout=120.0) as client:
+            for number in range(requests):
+                if time.perf_counter() > deadline:
+                    return
+                image = images[(index * requests + number) % len(images)]
+                started = time.perf_counter()
+                try:
+                    problem = classify_over_http(client, url, model, image)
+                except Exception as exc:  # a failed request is counted and reported, never hidden
+                    problem = f"{type(exc).__name__}: {exc}"
+                with lock:
+                    latencies.append(time.perf_counter() - started)
+                    if problem:
+                        failures.append(problem)
 
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=clients) as pool:
@@ -133,6 +168,29 @@ def load_level(
     }
 
 
+def wait_until_up(url: str, server: Any, seconds: float = 180.0) -> None:
+    import httpx
+
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        if not server.is_alive():
+            raise SystemExit(f"the server process exited with code {server.exitcode}")
+        try:
+            if httpx.get(f"{url}/", timeout=5.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"the server did not answer at {url} within {seconds:.0f} s")
+
+
+def drain(batch_sizes: Any) -> list[int]:
+    sizes = []
+    while not batch_sizes.empty():
+        sizes.append(batch_sizes.get())
+    return sizes
+
+
 def bench_server(
     run: Path,
     max_batch_size: int,
@@ -141,25 +199,29 @@ def bench_server(
     requests: int,
     max_seconds: float,
 ) -> list[dict[str, Any]]:
-    """Launch one server on loopback and load it at every client count."""
-    from gradio_client import Client
-
-    app = create_app([run], ServeLimits(max_batch_size=max_batch_size, max_queue=256))
-    url = app.launch("127.0.0.1", port=None, block=False, quiet=True)
-    batches = count_batches(app)
+    """Start one server process on loopback and load it at every client count."""
+    context = multiprocessing.get_context("spawn")
+    batch_sizes = context.Queue()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = context.Process(target=serve, args=(run, max_batch_size, port, batch_sizes), daemon=True)
+    server.start()
+    model = safe_name(run.resolve().name)  # the name the app serves a single run under
     rows = []
     try:
-        # One session per client thread, as separate users have (a shared one is not thread-safe).
-        sessions = [Client(url, verbose=False) for _ in range(max(levels))]
-        model = next(iter(app.catalog))
-        load_level(sessions, model, images, 1, 1, max_seconds)  # warm-up: model load, first call
+        wait_until_up(url, server)
+        load_level(url, model, images, 1, 2, max_seconds)  # warm-up: model load, first calls
+        time.sleep(0.5)
+        drain(batch_sizes)
         for clients in levels:
-            batches.clear()
-            row = load_level(sessions, model, images, clients, requests, max_seconds)
-            row["mean_batch"] = round(float(np.mean(batches)), 2) if batches else None
+            row = load_level(url, model, images, clients, requests, max_seconds)
+            time.sleep(0.2)  # let the last sizes arrive through the queue
+            sizes = drain(batch_sizes)
+            row["mean_batch"] = round(float(np.mean(sizes)), 2) if sizes else None
             rows.append(row)
     finally:
-        app.close()
+        server.terminate()
+        server.join(timeout=30)
     return rows
 
 
@@ -168,7 +230,7 @@ def main() -> None:
     parser.add_argument("--run", type=Path, help="a classify run to serve (default: an untrained one)")
     parser.add_argument("--backbone", default="efficientnet_lite0", help="backbone of the untrained run")
     parser.add_argument("--clients", type=int, nargs="+", default=list(CLIENTS), help="client counts")
-    parser.add_argument("--requests", type=int, default=8, help="requests per client per level")
+    parser.add_argument("--requests", type=int, default=16, help="requests per client per level")
     parser.add_argument("--max-seconds", type=float, default=60.0, help="time bound of each level")
     parser.add_argument("--image-size", type=int, default=640, help="side of the uploaded photos")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny backbone, 2 requests each")

@@ -152,4 +152,30 @@ def test_evaluate_command_scores_a_detect_run_and_its_lot_value(detect_run: Path
     assert main(["evaluate", str(copy)]) == 0
     value = json.loads((copy / "metrics.json").read_text())["value_vs_truth"]
     assert value["currency"] == "EUR" and value["lot_true"] >= 0
+    assert value["corrected"]["rates_split"] == "val"
     assert "lot value from true boxes" in (copy / "report.md").read_text()
+
+
+def test_value_against_truth_corrects_counts_with_rates_from_another_split():
+    from ewaste_vision.data.records import ImageRecord
+    from ewaste_vision.detect.evaluate import value_against_truth
+
+    names = ["ic", "resistor"]
+    box = [10.0, 10.0, 30.0, 30.0]
+    # Each board shows one confident ic detection and truly holds two ics.
+    predictions = [
+        {"boxes": torch.tensor([box]), "scores": torch.tensor([0.9]), "labels": torch.tensor([0])}
+        for _ in range(3)
+    ]
+    truths = [{"boxes": torch.tensor([box, box]), "labels": torch.tensor([0, 0])} for _ in range(3)]
+    records = [ImageRecord(Path(f"board{k}.jpg"), -1) for k in range(3)]
+    # The other split found half the ics and never a wrong one: each count doubles.
+    rates = {"ic": {"precision": 1.0, "recall": 0.5, "tp": 50, "fp": 0, "fn": 50}}
+    value = value_against_truth(predictions, truths, records, names, rates)
+    assert value["lot_relative_error"] == pytest.approx(-0.5)
+    corrected = value["corrected"]
+    assert corrected["lot_relative_error"] == pytest.approx(0.0, abs=1e-9)
+    low, high = corrected["lot_interval"]
+    assert low <= value["lot_true"] <= high and corrected["lot_true_inside_interval"]
+    # Without rates for a detected valued class, the correction says why it is missing.
+    assert "not_computed" in value_against_truth(predictions, truths, records, names, {})["corrected"]

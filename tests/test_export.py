@@ -1,18 +1,24 @@
-"""ONNX export: parity with PyTorch for every task, metadata, `ewaste predict model.onnx`, bad files."""
+"""ONNX export: parity with PyTorch for every task, metadata, `ewaste predict model.onnx` (also on a
+machine without PyTorch), bad files."""
 
 from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from ewaste_vision.cli import main
 from ewaste_vision.data.synth import write_component_crops, write_synthetic_boards
+from ewaste_vision.detect.facts import tile_side
 from ewaste_vision.detect.predictor import Detector
+from ewaste_vision.detect.tiling import needs_tiling
 from ewaste_vision.inference import Predictor, expand_image_paths
 from ewaste_vision.runs import MODEL_FILE, read_model_file
 
@@ -120,6 +126,7 @@ def test_detections_match_pytorch(runs: dict[str, Path], tile: str):
     files = expand_image_paths([runs["boards"] / "test"])[:2]
     images = [detector.load(path) for path in files]
     images.append(images[0][:, :100, :75])  # not square: exercises the resize and the padding
+    images.append(torch.cat(images[:2], dim=2))  # wide: tiled under `auto`, both merges compared
     for image in images:  # one at a time, as `ewaste predict` runs them
         (expected,) = detector.detect([image])
         (got,) = exported.detect([image.numpy()])
@@ -191,3 +198,99 @@ def test_an_onnx_file_from_elsewhere_is_refused(tmp_path: Path, capsys: pytest.C
     torch.onnx.export(torch.nn.Linear(3, 2), (torch.rand(1, 3),), str(foreign), dynamo=False)
     assert main(["predict", str(foreign), str(tmp_path)]) == 2
     assert "not an ewaste-vision ONNX file" in capsys.readouterr().err
+
+
+_TORCH_FAMILY = ("torch", "torchvision", "timm", "lightning", "torchmetrics", "pytorch_grad_cam")
+
+# Runs `ewaste` commands (JSON list of argv lists) in a Python that cannot import the torch family,
+# as on an edge box with only the ONNX path's packages; prints the exit codes and any of those
+# packages that were loaded anyway.
+_WITHOUT_TORCH = f"""
+import json, sys
+BLOCKED = {_TORCH_FAMILY!r}
+
+class NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"{{name}} is not installed on an edge box")
+
+sys.meta_path.insert(0, NoTorch())
+from ewaste_vision.cli import main
+
+codes = [main(argv) for argv in json.loads(sys.argv[1])]
+print(json.dumps({{"codes": codes, "loaded": sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)}}))
+"""
+
+
+def _large_board(boards: Path, target: Path) -> Path:
+    """Two test boards side by side: wide enough that the detector cuts the pair into tiles."""
+    tiles = [Image.open(path).convert("RGB") for path in expand_image_paths([boards / "test"])[:2]]
+    side = tiles[0].width
+    mosaic = Image.new("RGB", (2 * side, side))
+    for index, tile in enumerate(tiles):
+        mosaic.paste(tile.resize((side, side)), (index * side, 0))
+    target.mkdir(parents=True)
+    mosaic.save(target / "large.png")
+    return target / "large.png"
+
+
+def _xray_export(detect_export: Path, target: Path) -> Path:
+    """The detect export relabelled as an X-ray detector: same graph, X-ray pairs as its input."""
+    model = onnx.load(str(detect_export))
+    for prop in model.metadata_props:
+        if prop.key == "modality":
+            prop.value = json.dumps("xray")
+    onnx.save(model, str(target))
+    return target
+
+
+def _xray_pair(folder: Path, height: int, width: int) -> Path:
+    """A 16-bit dual-energy pair `scan.high.png` / `scan.low.png`."""
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True)
+    for energy, floor in (("high", 30000), ("low", 10000)):
+        counts = rng.integers(floor, 60000, (height, width)).astype(np.uint16)
+        Image.fromarray(counts).save(folder / f"scan.{energy}.png")
+    return folder / "scan.high.png"
+
+
+def test_predict_with_an_onnx_file_needs_no_pytorch(runs: dict[str, Path], tmp_path: Path):
+    detect_meta = load_onnx(runs["detect"] / "model.onnx").meta.model
+    tile = tile_side(detect_meta)
+    large = _large_board(runs["boards"], tmp_path / "large")
+    scan = _xray_pair(tmp_path / "xray", tile, 2 * tile)
+    for path in (large, scan):  # both take the tiled path, numpy merge included
+        with Image.open(path) as opened:
+            assert needs_tiling(opened.width, opened.height, tile)
+    xray_model = _xray_export(runs["detect"] / "model.onnx", tmp_path / "xray.onnx")
+    commands = {
+        "classify": [runs["classify"] / "model.onnx", runs["crops"], "--top-k", "3"],
+        "multilabel": [runs["multilabel"] / "model.onnx", runs["boards"] / "test"],
+        "detect": [runs["detect"] / "model.onnx", runs["boards"] / "test", large, "--min-score", "0.05"],
+        "xray": [xray_model, scan, "--min-score", "0.05"],
+    }
+
+    def argv(name: str, out: Path) -> list[str]:
+        return ["predict", *map(str, commands[name]), "--out", str(out / f"{name}.json")]
+
+    edge, here = tmp_path / "edge", tmp_path / "here"
+    done = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_TORCH, json.dumps([argv(name, edge) for name in commands])],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.splitlines()[-1])
+    assert report == {"codes": [0] * len(commands), "loaded": []}
+
+    for name in commands:
+        assert main(argv(name, here)) == 0
+        expected = json.loads((here / f"{name}.json").read_text())
+        got = json.loads((edge / f"{name}.json").read_text())
+        assert got == expected, name
+        assert got["predictions"] and not got["skipped"]
+    boxes = {Path(row["file"]).name: row["detections"] for row in got["predictions"]}
+    assert boxes["scan.high.png"], "no X-ray detections: the comparison would be empty"
+    detect_rows = json.loads((edge / "detect.json").read_text())["predictions"]
+    assert [row["detections"] for row in detect_rows if row["file"] == str(large)] != [[]]

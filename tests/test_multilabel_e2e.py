@@ -16,16 +16,38 @@ from ewaste_vision.data.synth import COMPONENT_CLASSES, write_synthetic_boards
 def board_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data = write_synthetic_boards(tmp_path_factory.mktemp("boards"), n=40, seed=2, size=128).parent
     run = tmp_path_factory.mktemp("runs") / "boards"
-    args = ["train", str(data), "--task", "multilabel", "--out", str(run), "--backbone", "tiny",
-            "--image-size", "64", "--head-epochs", "2", "--loss", "asl"]
+    args = [
+        "train",
+        str(data),
+        "--task",
+        "multilabel",
+        "--out",
+        str(run),
+        "--backbone",
+        "tiny",
+        "--image-size",
+        "64",
+        "--head-epochs",
+        "2",
+        "--loss",
+        "asl",
+    ]
     assert main(args) == 0
     return run
 
 
 def test_multilabel_run_has_its_metrics_thresholds_and_heatmap_scores(board_run: Path):
     metrics = json.loads((board_run / "metrics.json").read_text())
-    for key in ("micro_f1", "macro_f1", "per_class", "map", "baseline_micro_f1", "cam_pointing",
-                "cam_energy_in_box", "cam_road"):
+    for key in (
+        "micro_f1",
+        "macro_f1",
+        "per_class",
+        "map",
+        "baseline_micro_f1",
+        "cam_pointing",
+        "cam_energy_in_box",
+        "cam_road",
+    ):
         assert key in metrics, key
     assert set(metrics["per_class"]) == set(COMPONENT_CLASSES)
     for scores in metrics["cam_pointing"].values():

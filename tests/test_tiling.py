@@ -5,12 +5,13 @@ from __future__ import annotations
 import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from ewaste_vision.detect.metrics import DetectionPrediction
-from ewaste_vision.detect.tiling import detect_tiled, needs_tiling, tile_windows
+from ewaste_vision.detect.tiling import detect_tiled, detect_tiled_arrays, needs_tiling, tile_windows
 
 TILE = 640
 
@@ -155,3 +156,21 @@ def test_batches_of_tiles_and_empty_result():
 def test_bad_image_raises():
     with pytest.raises(ValueError, match=r"\[3, H, W\]"):
         detect_tiled(BrightSquareDetector(), torch.zeros(1, 3, 64, 64))
+
+
+def test_numpy_images_are_merged_as_tensors_are():
+    # Whole in one tile, cut in both and fused, and a part cut by an edge: every merge step.
+    parts = [(600, 100, 700, 200), (400, 300, 900, 400), (610, 500, 650, 540)]
+    image = board(1152, 640, parts)
+    detector = BrightSquareDetector()
+
+    def on_arrays(tiles: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
+        found = detector([torch.from_numpy(tile) for tile in tiles])
+        return [{key: value.numpy() for key, value in result.items()} for result in found]
+
+    expected = detect_tiled(detector, image, tile=TILE, overlap=0.2)
+    got = detect_tiled_arrays(on_arrays, image.numpy(), tile=TILE, overlap=0.2)
+    for key in ("boxes", "scores", "labels"):
+        assert got[key].dtype == expected[key].numpy().dtype
+        assert np.array_equal(got[key], expected[key].numpy())
+    assert sorted(got["boxes"].tolist()) == sorted([list(map(float, part)) for part in parts])

@@ -22,10 +22,15 @@ def _tree(root: Path, make_image, names_yaml: str, labels: dict[str, str | None]
 
 @pytest.mark.parametrize("names", ["names: [ic, led, resistor]", "names:\n  0: ic\n  1: led\n  2: resistor"])
 def test_boxes_polygons_and_empty_files(tmp_path: Path, make_image, names: str):
-    root = _tree(tmp_path, make_image, names, {
-        "a": "0 0.5 0.5 0.2 0.2\n2 0.1 0.1 0.3 0.1 0.3 0.4 0.1 0.4\n",
-        "b": "",
-    })
+    root = _tree(
+        tmp_path,
+        make_image,
+        names,
+        {
+            "a": "0 0.5 0.5 0.2 0.2\n2 0.1 0.1 0.3 0.1 0.3 0.4 0.1 0.4\n",
+            "b": "",
+        },
+    )
     dataset = read_yolo_dataset(root)
     assert dataset.class_names == ["ic", "led", "resistor"]
     by_stem = {r.path.stem: r for r in dataset.records}
@@ -38,10 +43,15 @@ def test_boxes_polygons_and_empty_files(tmp_path: Path, make_image, names: str):
 
 
 def test_bad_lines_and_missing_label_files_are_reported_and_skipped(tmp_path: Path, make_image):
-    root = _tree(tmp_path, make_image, "names: [ic, led]", {
-        "a": "0 0.5 0.5 0.2\n7 0.5 0.5 0.2 0.2\n1 0.5 1.5 0.2 0.2\n1 x 0.5 0.2 0.2\n1 0.5 0.5 0.2 0.2\n",
-        "b": None,
-    })
+    root = _tree(
+        tmp_path,
+        make_image,
+        "names: [ic, led]",
+        {
+            "a": "0 0.5 0.5 0.2\n7 0.5 0.5 0.2 0.2\n1 0.5 1.5 0.2 0.2\n1 x 0.5 0.2 0.2\n1 0.5 0.5 0.2 0.2\n",
+            "b": None,
+        },
+    )
     dataset = read_yolo_dataset(root)
     reasons = [why for _, why in dataset.skipped]
     for line, fragment in ((1, "fields"), (2, "class id 7"), (3, "outside [0, 1]"), (4, "not a number")):

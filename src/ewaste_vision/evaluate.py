@@ -6,8 +6,6 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ewaste_vision.data.records import ImageRecord
 from ewaste_vision.data.split_file import read_split_file
 from ewaste_vision.errors import DataError, UserError
@@ -98,13 +96,3 @@ def _records_from_data(data: Path, task: Any, class_names: list[str]) -> list[Im
 def _split_sizes(records: list[ImageRecord]) -> str:
     counts = {s: sum(1 for r in records if r.split == s) for s in ("train", "val", "test")}
     return ", ".join(f"{s} {n}" for s, n in counts.items()) if records else "n/a"
-
-
-def top_k(probs: torch.Tensor, class_names: list[str], k: int) -> list[list[tuple[str, float]]]:
-    """The `k` most probable classes of each row, best first."""
-    k = min(k, probs.shape[1])
-    values, indices = probs.topk(k, dim=1)
-    return [
-        [(class_names[i], float(v)) for v, i in zip(row_v, row_i, strict=True)]
-        for row_v, row_i in zip(values.tolist(), indices.tolist(), strict=True)
-    ]

@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ewaste_vision.data.datasets import ImageFileDataset
-from ewaste_vision.data.images import is_image_file
+from ewaste_vision.data.images import expand_image_paths as expand_image_paths  # re-exported: torch-free
 from ewaste_vision.data.transforms import eval_transform
 from ewaste_vision.errors import UnreadableImageError, UserError
 from ewaste_vision.hardware import COMPILE_MIN_IMAGES, CompiledForward, autocast, use_bf16
@@ -121,19 +121,3 @@ def load_classifier(state: dict[str, torch.Tensor], meta: ModelMeta, source: Pat
             f"{source}: weights do not fit a {meta.backbone} classifier; the file is damaged"
         ) from exc
     return model
-
-
-def expand_image_paths(inputs: Sequence[Path | str]) -> list[Path]:
-    """Files and folders (searched recursively) -> image files, in a stable order."""
-    found: list[Path] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*") if is_image_file(p)))
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise UserError(f"{path}: no such file or folder; check the path")
-    if not found:
-        raise UserError(f"no image files found in {', '.join(str(p) for p in inputs)}")
-    return found

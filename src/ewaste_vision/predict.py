@@ -3,6 +3,9 @@
 The model is a run directory (`model.pt`, run with PyTorch) or a file exported by `ewaste export`
 (`.onnx`, run with onnxruntime); both give the same rows. Label tasks give the top-k classes per
 image; detectors give their boxes scoring above `min_score`, one row per box.
+
+The `.onnx` path imports no torch (numpy, Pillow and onnxruntime only), so an edge box can run it
+without PyTorch; torch is imported only when a run directory is opened.
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from ewaste_vision.data.images import expand_image_paths
+from ewaste_vision.detect.facts import SHOWN_CONFIDENCE
 from ewaste_vision.errors import RunError, UnreadableImageError, UserError
-from ewaste_vision.inference import expand_image_paths
 from ewaste_vision.io.atomic import write_json, write_text
 
 Rows = list[dict[str, Any]]
@@ -66,17 +70,25 @@ def predict_paths(
     predictor = open_model(model, batch_size)
     paths = expand_image_paths(inputs)
     if hasattr(predictor, "detect"):
-        from ewaste_vision.detect.draw import SHOWN_CONFIDENCE
-
         cut_off = SHOWN_CONFIDENCE if min_score is None else min_score
         return _detection_rows(predictor, paths, cut_off, progress)
-    import torch
-
-    from ewaste_vision.evaluate import top_k
-
     probs, kept, skipped = predictor.predict_files(paths, progress=progress)
-    ranked = top_k(torch.as_tensor(np.asarray(probs)), predictor.meta.class_names, k)
+    ranked = top_k(np.asarray(probs), predictor.meta.class_names, k)
     return [{"file": str(path), "top": top} for path, top in zip(kept, ranked, strict=True)], skipped
+
+
+def top_k(probs: np.ndarray, class_names: Sequence[str], k: int) -> list[list[tuple[str, float]]]:
+    """The `k` most probable classes of each row of `probs` [N, C], best first.
+
+    Ties go to the lower class index (a stable sort), so equal probabilities list in a fixed order.
+    """
+    k = min(k, probs.shape[1])
+    indices = np.argsort(-probs, axis=1, kind="stable")[:, :k]  # [N, k]
+    values = np.take_along_axis(probs, indices, axis=1)  # [N, k]
+    return [
+        [(class_names[i], float(v)) for v, i in zip(row_v, row_i, strict=True)]
+        for row_v, row_i in zip(values.tolist(), indices.tolist(), strict=True)
+    ]
 
 
 def _detection_rows(

@@ -8,70 +8,26 @@ Layout (files appear as a run progresses; each is written atomically):
     checkpoints/       Lightning checkpoints (`last.ckpt` for --resume, best by validation loss)
     logs/metrics.csv   per-epoch losses and metrics
     metrics.json       test metrics;  report.md + plots/  the human report
+
+`ModelMeta` is defined in the torch-free `model_meta` and importable from here too.
 """
 
 from __future__ import annotations
 
 import pickle
 import zipfile
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from ewaste_vision import __version__
 from ewaste_vision.errors import RunError
 from ewaste_vision.io.atomic import atomic_path, write_json
+from ewaste_vision.model_meta import ModelMeta
 
 MODEL_FORMAT = "ewaste-vision-model/1"
 MODEL_FILE = "model.pt"
 RUN_FILE = "run.json"
-
-
-@dataclass
-class ModelMeta:
-    """What is needed to rebuild and feed a trained network."""
-
-    task: str
-    class_names: list[str]
-    backbone: str
-    image_size: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    dropout: float = 0.2
-    extra: dict[str, Any] = field(default_factory=dict)
-    """Task-specific values (for example per-class decision thresholds)."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "task": self.task,
-            "class_names": list(self.class_names),
-            "backbone": self.backbone,
-            "image_size": int(self.image_size),
-            "mean": [float(v) for v in self.mean],
-            "std": [float(v) for v in self.std],
-            "dropout": float(self.dropout),
-            "extra": self.extra,
-        }
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], source: Path) -> ModelMeta:
-        try:
-            return cls(
-                task=str(values["task"]),
-                class_names=[str(c) for c in values["class_names"]],
-                backbone=str(values["backbone"]),
-                image_size=int(values["image_size"]),
-                mean=tuple(float(v) for v in values["mean"]),
-                std=tuple(float(v) for v in values["std"]),
-                dropout=float(values.get("dropout", 0.2)),
-                extra=dict(values.get("extra", {})),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise RunError(
-                f"{source}: model metadata is incomplete ({exc}); retrain with `ewaste train`"
-            ) from exc
 
 
 def save_model(run_dir: Path, state_dict: dict[str, torch.Tensor], meta: ModelMeta) -> Path:

@@ -9,8 +9,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ewaste_vision.data.images import load_rgb
-from ewaste_vision.data.transforms import shrink_for_cache
+from ewaste_vision.data.images import load_rgb, shrink_for_cache
 
 
 class ImageFileDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):

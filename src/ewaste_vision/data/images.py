@@ -8,12 +8,13 @@ the format from the bytes, so the extension is only used to decide which files t
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from ewaste_vision.errors import UnreadableImageError
+from ewaste_vision.errors import UnreadableImageError, UserError
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".jfif", ".pgm", ".ppm"}
@@ -22,12 +23,31 @@ IMAGE_EXTENSIONS = frozenset(
 MAX_IMAGE_PIXELS = 120_000_000
 """Largest image accepted (pixels). A 4080x3060 phone photo is 12.5 M; far larger files are bombs."""
 
+CACHE_MARGIN = 1.15
+"""Cached images keep a short side 15% above the input size, so random crops still have detail."""
+
 _TRANSPARENT_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 
 
 def is_image_file(path: Path) -> bool:
     """True for visible files whose extension names an image format."""
     return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def expand_image_paths(inputs: Sequence[Path | str]) -> list[Path]:
+    """Files and folders (searched recursively) -> image files, in a stable order."""
+    found: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found.extend(sorted(p for p in path.rglob("*") if is_image_file(p)))
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise UserError(f"{path}: no such file or folder; check the path")
+    if not found:
+        raise UserError(f"no image files found in {', '.join(str(p) for p in inputs)}")
+    return found
 
 
 def load_rgb(path: Path | str) -> Image.Image:
@@ -96,3 +116,24 @@ def scale_to_unit(values: np.ndarray) -> np.ndarray:
     else:
         scale = 1.0 if peak <= 1.0 else peak
     return np.clip(as_float / max(scale, 1e-12), 0.0, 1.0)
+
+
+def resize_side(image_size: int) -> int:
+    """Short side an image is shrunk to when cached in memory."""
+    return round(image_size * CACHE_MARGIN)
+
+
+def shrink_for_cache(image: Image.Image, image_size: int) -> Image.Image:
+    """Downscale so the short side is the evaluation resize; later crops need nothing larger.
+
+    Decoding a 1600 px JPEG costs more than a training step of a small network, so datasets keep
+    this shrunken copy in memory after the first epoch.
+    """
+    target = resize_side(image_size)
+    short = min(image.size)
+    if short <= target:
+        return image
+    scale = target / short
+    return image.resize(
+        (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.BILINEAR
+    )

@@ -8,14 +8,6 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-CACHE_MARGIN = 1.15
-"""Cached images keep a short side 15% above the input size, so random crops still have detail."""
-
-
-def resize_side(image_size: int) -> int:
-    """Short side an image is shrunk to when cached in memory."""
-    return round(image_size * CACHE_MARGIN)
-
 
 def eval_transform(
     image_size: int, mean: Sequence[float], std: Sequence[float]
@@ -77,20 +69,4 @@ def board_train_transform(
             v2.ToDtype(torch.float32, scale=True),
             v2.Normalize(list(mean), list(std)),
         ]
-    )
-
-
-def shrink_for_cache(image: Image.Image, image_size: int) -> Image.Image:
-    """Downscale so the short side is the evaluation resize; later crops need nothing larger.
-
-    Decoding a 1600 px JPEG costs more than a training step of a small network, so datasets keep
-    this shrunken copy in memory after the first epoch.
-    """
-    target = resize_side(image_size)
-    short = min(image.size)
-    if short <= target:
-        return image
-    scale = target / short
-    return image.resize(
-        (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.BILINEAR
     )

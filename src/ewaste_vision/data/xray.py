@@ -30,16 +30,20 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tifffile
-import torch
-import torch.nn.functional as F
 from numpy.typing import ArrayLike
 from PIL import Image
 
 from ewaste_vision.data.images import MAX_IMAGE_PIXELS
 from ewaste_vision.errors import DataError, UnreadableImageError
+
+if TYPE_CHECKING:
+    # Only the tensor helpers need torch, and import it when called: an ONNX-only install reads
+    # scans with `load_xray_array`.
+    import torch
 
 ENERGIES = ("high", "low")
 """Energy channels in storage order, and the tags of side-by-side files (`NAME.high.png`)."""
@@ -426,6 +430,9 @@ def xray_to_tensor(channels: np.ndarray, size: int | tuple[int, int] | None = No
     Returns:
         A tensor in [0, 1] in the repository's image convention (CHW, float).
     """
+    import torch
+    import torch.nn.functional as F
+
     array = np.asarray(channels)
     if array.ndim != 3 or array.shape[0] != len(XRAY_CHANNELS) or not np.issubdtype(array.dtype, np.floating):
         raise ValueError(f"channels must be a float [3, H, W] array, got {array.dtype} {list(array.shape)}")
@@ -437,6 +444,24 @@ def xray_to_tensor(channels: np.ndarray, size: int | tuple[int, int] | None = No
     return resized[0].clamp_(0.0, 1.0)  # [3, h, w]
 
 
+def load_xray_array(
+    source: Path | str | XraySample,
+    *,
+    dark: ArrayLike = 0.0,
+    flat: ArrayLike | None = None,
+    air: ArrayLike | None = None,
+) -> np.ndarray:
+    """Read and preprocess one scan at full resolution: float32 [3, H, W] in [0, 1], numpy only.
+
+    Args:
+        source: as for `read_xray`.
+        dark: as for `preprocess_xray`.
+        flat: as for `preprocess_xray`.
+        air: as for `preprocess_xray`.
+    """
+    return preprocess_xray(read_xray(source), dark=dark, flat=flat, air=air)
+
+
 def load_xray_tensor(
     source: Path | str | XraySample,
     size: int | tuple[int, int] | None = None,
@@ -445,7 +470,7 @@ def load_xray_tensor(
     flat: ArrayLike | None = None,
     air: ArrayLike | None = None,
 ) -> torch.Tensor:
-    """Read, preprocess and convert one scan: the whole path from files to a [3, H, W] tensor.
+    """Read, preprocess and convert one scan: `load_xray_array` as a [3, H, W] tensor.
 
     Args:
         source: as for `read_xray`.
@@ -454,8 +479,7 @@ def load_xray_tensor(
         flat: as for `preprocess_xray`.
         air: as for `preprocess_xray`.
     """
-    channels = preprocess_xray(read_xray(source), dark=dark, flat=flat, air=air)
-    return xray_to_tensor(channels, size)
+    return xray_to_tensor(load_xray_array(source, dark=dark, flat=flat, air=air), size)
 
 
 def xray_preview(channels: np.ndarray | torch.Tensor, display_max: float = 0.3) -> Image.Image:
@@ -472,7 +496,8 @@ def xray_preview(channels: np.ndarray | torch.Tensor, display_max: float = 0.3) 
     Returns:
         An RGB image.
     """
-    array = channels.detach().cpu().numpy() if isinstance(channels, torch.Tensor) else np.asarray(channels)
+    # A tensor is recognised by its methods, so that previews of numpy arrays never import torch.
+    array = channels.detach().cpu().numpy() if hasattr(channels, "detach") else np.asarray(channels)
     if array.ndim != 3 or array.shape[0] != len(XRAY_CHANNELS):
         raise ValueError(f"channels must be [3, H, W], got shape {list(array.shape)}")
     if display_max <= 0:

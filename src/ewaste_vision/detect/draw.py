@@ -8,11 +8,9 @@ from pathlib import Path
 from matplotlib import colormaps
 from PIL import Image, ImageDraw
 
+from ewaste_vision.detect.facts import SHOWN_CONFIDENCE
 from ewaste_vision.detect.metrics import DetectionPrediction
 from ewaste_vision.io.atomic import atomic_path
-
-SHOWN_CONFIDENCE = 0.5
-"""Boxes drawn: those 001 would count (confidence above 0.5)."""
 
 
 def class_colour(index: int) -> tuple[int, int, int]:

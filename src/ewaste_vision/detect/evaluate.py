@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ewaste_vision.data.records import ImageRecord
@@ -65,7 +67,16 @@ def evaluate_detector(
     predictions, truths, kept, skipped = predict_records(detector, records)
     metrics = detection_metrics(predictions, truths, detector.class_names)
     metrics.update({"task": "detect", "split": split, "skipped_files": len(skipped)})
-    metrics["value_vs_truth"] = value_against_truth(predictions, truths, kept, detector.class_names)
+    # Counts on the evaluated split are corrected with rates measured on another split, so the
+    # corrected error below is not flattered by correcting the test set with its own errors.
+    rates_split = "val" if split != "val" else "train"
+    rates = correction_rates(
+        detector, [r for r in read_split_file(run_dir / "split.csv") if r.split == rates_split]
+    )
+    metrics["correction_rates"] = {"split": rates_split, "per_class": rates}
+    metrics["value_vs_truth"] = value_against_truth(
+        predictions, truths, kept, detector.class_names, rates, rates_split
+    )
     write_json(run_dir / "metrics.json", metrics)
 
     plots: dict[str, Path] = {}
@@ -89,16 +100,31 @@ def evaluate_detector(
     return metrics, report
 
 
+def correction_rates(detector: Detector, records: Sequence[ImageRecord]) -> dict[str, dict[str, float]]:
+    """Per-class precision and recall (001's rule) with their counts on `records`, as
+    `rates_from_metrics` reads them; empty when there are no records."""
+    if not records:
+        return {}
+    predictions, truths, _, _ = predict_records(detector, records)
+    per_class = detection_metrics(predictions, truths, detector.class_names)["per_class"]
+    keys = ("precision", "recall", "tp", "fp", "fn")
+    return {name: {key: values.get(key) for key in keys} for name, values in per_class.items()}
+
+
 def value_against_truth(
     predictions: Sequence[DetectionPrediction],
     truths: Sequence[dict[str, torch.Tensor]],
     records: Sequence[ImageRecord],
     class_names: Sequence[str],
+    rates: Mapping[str, Mapping[str, Any]] | None = None,
+    rates_split: str = "val",
 ) -> dict[str, Any]:
     """Board values (the packaged price table) from predicted boxes against the true boxes: the
-    error per board (median, 90th percentile of |relative error|) and on the lot total."""
-    from ewaste_vision.lot_value import detections_for_value
-    from ewaste_vision.value import compare_with_ground_truth, load_price_table, lot_values
+    error per board (median, 90th percentile of |relative error|) and on the lot total, as
+    counted and, given per-class `rates` from another split, after count correction with the
+    share of boards and of the lot whose true value falls inside the 90% interval."""
+    from ewaste_vision.lot_value import detections_for_value, rates_from_metrics
+    from ewaste_vision.value import compare_with_ground_truth, load_price_table, lot_values, value_interval
 
     table = load_price_table()
     names = [str(r.path) for r in records]
@@ -108,8 +134,9 @@ def value_against_truth(
         n: detections_for_value(t, class_names, min_score=0.0)  # type: ignore[arg-type]
         for n, t in zip(names, true_scores, strict=True)
     }
-    comparison = compare_with_ground_truth(lot_values(predicted, table), lot_values(truth, table))
-    return {
+    boards, true_boards = lot_values(predicted, table), lot_values(truth, table)
+    comparison = compare_with_ground_truth(boards, true_boards)
+    result: dict[str, Any] = {
         "currency": table.currency,
         "price_date": table.date,
         "median_abs_relative_error": comparison.median_abs_relative_error,
@@ -119,6 +146,28 @@ def value_against_truth(
         "lot_relative_error": comparison.lot_relative_error,
         "boards_without_true_value": comparison.n_zero_truth,
     }
+    try:
+        uncertainty = value_interval(boards, rates_from_metrics(rates or {}))
+    except ValueError as exc:  # a detected valued class the other split never showed
+        result["corrected"] = {"rates_split": rates_split, "not_computed": str(exc)}
+        return result
+    expected = {interval.image: interval for interval in uncertainty.boards}
+    corrected_boards = [replace(b, value=expected[b.image].expected) for b in boards]
+    corrected = compare_with_ground_truth(corrected_boards, true_boards)
+    true_value = {board.image: board.value for board in true_boards}
+    inside = [expected[n].low <= true_value[n] <= expected[n].high for n in expected]
+    lot = uncertainty.lot
+    result["corrected"] = {
+        "rates_split": rates_split,
+        "median_abs_relative_error": corrected.median_abs_relative_error,
+        "p90_abs_relative_error": corrected.p90_abs_relative_error,
+        "lot_predicted": corrected.lot_predicted,
+        "lot_relative_error": corrected.lot_relative_error,
+        "lot_interval": [lot.low, lot.high],
+        "lot_true_inside_interval": bool(lot.low <= comparison.lot_true <= lot.high),
+        "boards_true_inside_interval": float(np.mean(inside)) if inside else None,
+    }
+    return result
 
 
 def summarise_repeat_runs(
@@ -167,6 +216,28 @@ def _results_section(metrics: Mapping[str, Any]) -> str:
                 f"{format_value(value.get('p90_abs_relative_error'))}",
             ],
         ]
+        corrected = value.get("corrected") or {}
+        if "lot_predicted" in corrected:
+            low, high = corrected["lot_interval"]
+            rows += [
+                [
+                    f"lot value, counts corrected with {corrected['rates_split']}-split precision/recall",
+                    f"{format_value(corrected['lot_predicted'])} "
+                    f"(90% interval {format_value(low)} to {format_value(high)})",
+                ],
+                ["corrected lot value error (relative)", format_value(corrected.get("lot_relative_error"))],
+                [
+                    "corrected board value error, median / 90th percentile",
+                    f"{format_value(corrected.get('median_abs_relative_error'))} / "
+                    f"{format_value(corrected.get('p90_abs_relative_error'))}",
+                ],
+                [
+                    "boards whose true value is inside their 90% interval",
+                    format_value(corrected.get("boards_true_inside_interval")),
+                ],
+            ]
+        elif corrected:
+            rows.append(["corrected lot value", f"not computed: {corrected.get('not_computed')}"])
     return "## Results\n\n" + markdown_table(["metric", "value"], rows)
 
 

@@ -124,16 +124,6 @@ def detector_settings(meta_extra: dict[str, Any]) -> str:
     return str(meta_extra.get("detector_size", "n"))
 
 
-def tile_side(meta: Any) -> int:
-    """Side of the tiles a large photo is cut into: the typical side of the training photos.
-
-    The detector learnt parts at the scale its training photos had after being resized to its
-    input size; a tile of the same side, resized the same way, shows parts at that scale. Photos
-    up to 1.25 times that side are not tiled. Runs without the figure fall back to the input size.
-    """
-    return int(meta.extra.get("source_size", meta.image_size))
-
-
 def load_detector(state: dict[str, torch.Tensor], meta: Any, source: Path | str) -> FCOS:
     """Rebuild the detector a run's metadata describes and load its weights; a `RunError` when
     they do not fit (a damaged or foreign file)."""

@@ -15,9 +15,9 @@ from PIL import Image
 
 from ewaste_vision.data.images import load_rgb
 from ewaste_vision.detect.data import input_tensor
-from ewaste_vision.detect.facts import DetectorFacts
+from ewaste_vision.detect.facts import DetectorFacts, tile_side
 from ewaste_vision.detect.metrics import DetectionPrediction
-from ewaste_vision.detect.model import load_detector, tile_side
+from ewaste_vision.detect.model import load_detector
 from ewaste_vision.detect.tiling import detect_images, detect_tiled
 from ewaste_vision.hardware import autocast, use_bf16
 from ewaste_vision.runs import ModelMeta, read_model_file, require_task, resolve_run_dir

@@ -2,34 +2,33 @@
 
 A 4080x3060 photo resized to a 640 px detector input shrinks every part about 6.4 times, so a
 12 px resistor becomes 2 px and is lost. Cutting the photo into overlapping detector-sized tiles
-keeps the native resolution.
+keeps the native resolution. How the tiles' detections are merged is told in `tile_merge`.
 
-Merging the tiles' detections is the hard part. Plain class-wise NMS is not enough: an object
-lying across a tile edge is seen whole in one tile and cut in the next, and the cut fragment
-often overlaps the whole box with IoU below any sensible NMS threshold, so it survives as a
-duplicate. Weighted box fusion would average the fragment into the whole box and shrink it. So
-the rule here is, per class:
-
-1. a box touching an interior tile edge (a "cut" box) is dropped when a box from another tile,
-   not cut, mostly contains it: the overlap shows the object whole elsewhere;
-2. cut boxes left over belong to objects larger than the overlap, cut in every tile; fragments
-   from neighbouring tiles that agree inside the region both tiles see are fused into their union;
-3. `torchvision.ops.batched_nms` then removes ordinary duplicates from the overlaps.
+This module imports no torch at load time: the ONNX detector tiles numpy arrays with
+`detect_tiled_arrays` on installs without PyTorch, and `detect_tiled` wraps the same steps for
+torch tensors.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-import torch
-from torchvision.ops import batched_nms, box_iou
+import numpy as np
 
-from ewaste_vision.detect.metrics import DetectionPrediction
+from ewaste_vision.detect.tile_merge import ArrayDetections, Window, merge_tiles, touches_interior_edge
 
-DetectFn = Callable[[list[torch.Tensor]], Sequence[Mapping[str, Any]]]
+if TYPE_CHECKING:
+    import torch
+
+    from ewaste_vision.detect.metrics import DetectionPrediction
+
+DetectFn = Callable[[list["torch.Tensor"]], Sequence[Mapping[str, Any]]]
 """A detector: a list of [3, h, w] tiles in, one dict shaped like `DetectionPrediction` per tile
 out, boxes in tile pixels (a torchvision detector in eval mode fits as it is)."""
+
+ArrayDetectFn = Callable[[list[np.ndarray]], Sequence[Mapping[str, np.ndarray]]]
+"""`DetectFn` for numpy: [3, h, w] float32 tiles in, `ArrayDetections` per tile out."""
 
 
 class _HasShape(Protocol):
@@ -41,12 +40,6 @@ class _HasShape(Protocol):
 
 ImageT = TypeVar("ImageT", bound=_HasShape)
 ResultT = TypeVar("ResultT")
-
-Window = tuple[int, int, int, int]
-"""(x0, y0, x1, y1) of a tile in image pixels, end-exclusive."""
-
-_CONTAINED = 0.7
-"""Share of a cut box's area that a whole box must cover to show the same object."""
 
 
 def tile_windows(width: int, height: int, tile: int = 640, overlap: float = 0.2) -> list[Window]:
@@ -163,11 +156,57 @@ def detect_tiled(
         ValueError: if `image` is not [3, H, W], `batch_size` < 1, or `detect_fn` returns the
             wrong number of results.
     """
+    import torch
+
+    def on_tiles(tiles: list[torch.Tensor]) -> list[ArrayDetections]:
+        # The merge is numpy (`tile_merge`): a few hundred boxes per photo, so the copy to the
+        # CPU costs nothing next to the network.
+        return [
+            {
+                "boxes": found["boxes"].detach().to("cpu", torch.float32).numpy(),
+                "scores": found["scores"].detach().to("cpu", torch.float32).numpy(),
+                "labels": found["labels"].detach().to("cpu", torch.int64).numpy(),
+            }
+            for found in detect_fn(tiles)
+        ]
+
+    merged = _detect_tiles(on_tiles, image, tile, overlap, iou_merge, batch_size, edge_tolerance)
+    return {
+        "boxes": torch.from_numpy(merged["boxes"]).to(image.device),
+        "scores": torch.from_numpy(merged["scores"]).to(image.device),
+        "labels": torch.from_numpy(merged["labels"]).to(image.device),
+    }
+
+
+def detect_tiled_arrays(
+    detect_fn: ArrayDetectFn,
+    image: np.ndarray,
+    tile: int = 640,
+    overlap: float = 0.2,
+    iou_merge: float = 0.5,
+    batch_size: int = 4,
+    edge_tolerance: float = 2.0,
+) -> ArrayDetections:
+    """`detect_tiled` for numpy images and detectors (the ONNX runtime): same arguments, same
+    merge; returns `ArrayDetections`."""
+    return _detect_tiles(detect_fn, image, tile, overlap, iou_merge, batch_size, edge_tolerance)
+
+
+def _detect_tiles(
+    detect_fn: Callable[[list[Any]], Sequence[Mapping[str, Any]]],
+    image: Any,
+    tile: int,
+    overlap: float,
+    iou_merge: float,
+    batch_size: int,
+    edge_tolerance: float,
+) -> ArrayDetections:
+    """The tiling loop of `detect_tiled` on a tensor or array `image`; `detect_fn` returns numpy."""
     if image.ndim != 3 or image.shape[0] != 3:
-        raise ValueError(f"image must be a [3, H, W] tensor, got shape {tuple(image.shape)}")
+        raise ValueError(f"image must be a [3, H, W] image, got shape {tuple(image.shape)}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    height, width = image.shape[1:]
+    height, width = (int(side) for side in image.shape[1:])
     windows = tile_windows(width, height, tile, overlap)
     boxes, scores, labels, tile_ids, cut = [], [], [], [], []
     for start in range(0, len(windows), batch_size):
@@ -176,19 +215,19 @@ def detect_tiled(
         if len(results) != len(batch):
             raise ValueError(f"detect_fn returned {len(results)} results for {len(batch)} tiles")
         for offset, (window, result) in enumerate(zip(batch, results, strict=True)):
-            local = result["boxes"].to(device=image.device, dtype=torch.float32).reshape(-1, 4)  # [n, 4]
-            boxes.append(local + torch.tensor(window[:2] * 2, dtype=torch.float32, device=image.device))
-            scores.append(result["scores"].to(device=image.device, dtype=torch.float32).reshape(-1))
-            labels.append(result["labels"].to(device=image.device, dtype=torch.long).reshape(-1))
-            tile_ids.append(torch.full((len(local),), start + offset, dtype=torch.long, device=image.device))
-            cut.append(_touches_interior_edge(local, window, width, height, edge_tolerance))
-    return _merge_tiles(
-        torch.cat(boxes),
-        torch.cat(scores),
-        torch.cat(labels),
-        torch.cat(tile_ids),
-        torch.cat(cut),
-        torch.tensor(windows, dtype=torch.float32, device=image.device),
+            local = np.asarray(result["boxes"], dtype=np.float32).reshape(-1, 4)  # [n, 4]
+            boxes.append(local + np.asarray(window[:2] * 2, dtype=np.float32))
+            scores.append(np.asarray(result["scores"], dtype=np.float32).reshape(-1))
+            labels.append(np.asarray(result["labels"], dtype=np.int64).reshape(-1))
+            tile_ids.append(np.full(len(local), start + offset, dtype=np.int64))
+            cut.append(touches_interior_edge(local, window, width, height, edge_tolerance))
+    return merge_tiles(
+        np.concatenate(boxes),
+        np.concatenate(scores),
+        np.concatenate(labels),
+        np.concatenate(tile_ids),
+        np.concatenate(cut),
+        np.asarray(windows, dtype=np.float32),
         iou_merge,
     )
 
@@ -199,101 +238,3 @@ def _starts(length: int, tile: int, stride: int) -> list[int]:
     starts = list(range(0, length - tile, stride))
     starts.append(length - tile)  # the last window ends on the border instead of padding past it
     return starts
-
-
-def _touches_interior_edge(
-    local: torch.Tensor, window: Window, width: int, height: int, tolerance: float
-) -> torch.Tensor:
-    """[n] bool: the box reaches a side of its tile that is not also a side of the image."""
-    x0, y0, x1, y1 = window
-    tile_w, tile_h = x1 - x0, y1 - y0
-    # Image borders are real ends of objects, not cuts, so only interior sides count.
-    return (
-        ((local[:, 0] <= tolerance) & (x0 > 0))
-        | ((local[:, 1] <= tolerance) & (y0 > 0))
-        | ((local[:, 2] >= tile_w - tolerance) & (x1 < width))
-        | ((local[:, 3] >= tile_h - tolerance) & (y1 < height))
-    )
-
-
-def _merge_tiles(
-    boxes: torch.Tensor,
-    scores: torch.Tensor,
-    labels: torch.Tensor,
-    tile_ids: torch.Tensor,
-    cut: torch.Tensor,
-    windows: torch.Tensor,
-    iou_merge: float,
-) -> DetectionPrediction:
-    """Steps 1 to 3 of the module docstring on all tiles' boxes (image pixels, [n, 4])."""
-    keep = torch.ones(len(boxes), dtype=torch.bool, device=boxes.device)
-    boxes, scores = boxes.clone(), scores.clone()
-
-    # Step 1: contained[k, j] is the share of the k-th cut box that box j covers. Only cut boxes
-    # get a row, so a board with a thousand whole detections costs no thousand-square matrix.
-    cut_index = torch.nonzero(cut).flatten()  # [c]
-    contained = _intersection(boxes[cut_index], boxes) / _area(boxes[cut_index]).clamp(min=1e-6)[:, None]
-    seen_whole = (
-        (contained >= _CONTAINED)
-        & (labels[cut_index, None] == labels[None, :])
-        & (tile_ids[cut_index, None] != tile_ids[None, :])
-        & ~cut[None, :]
-    )  # [c, n]
-    keep[cut_index[seen_whole.any(dim=1)]] = False
-
-    # Step 2: fuse cut fragments from different tiles that agree inside the region both tiles see.
-    fragments = torch.nonzero(cut & keep).flatten().tolist()
-    parent = {index: index for index in fragments}
-    for position, i in enumerate(fragments):
-        for j in fragments[position + 1 :]:
-            if labels[i] != labels[j] or tile_ids[i] == tile_ids[j]:
-                continue
-            window_i, window_j = windows[tile_ids[i]], windows[tile_ids[j]]
-            if _agree_in_shared_view(boxes[i], boxes[j], window_i, window_j, iou_merge):
-                parent[_root(parent, j)] = _root(parent, i)
-    for index in fragments:
-        root = _root(parent, index)
-        if root != index:
-            boxes[root, :2] = torch.minimum(boxes[root, :2], boxes[index, :2])
-            boxes[root, 2:] = torch.maximum(boxes[root, 2:], boxes[index, 2:])
-            scores[root] = torch.maximum(scores[root], scores[index])
-            keep[index] = False
-
-    # Step 3: ordinary duplicates in the overlaps; batched_nms returns indices best score first.
-    kept = torch.nonzero(keep).flatten()
-    order = kept[batched_nms(boxes[kept], scores[kept], labels[kept], iou_merge)]
-    return {"boxes": boxes[order], "scores": scores[order], "labels": labels[order]}
-
-
-def _agree_in_shared_view(
-    box_a: torch.Tensor, box_b: torch.Tensor, window_a: torch.Tensor, window_b: torch.Tensor, iou_merge: float
-) -> bool:
-    """Whether two fragments show the same object where both tiles look: IoU of their clipped parts."""
-    shared = _clip(window_a, window_b)  # [4]
-    if shared[2] <= shared[0] or shared[3] <= shared[1]:
-        return False  # tiles that do not overlap are linked through a fragment between them
-    pair = torch.stack([_clip(box_a, shared), _clip(box_b, shared)])  # [2, 4]
-    return bool(box_iou(pair[:1], pair[1:])[0, 0] > iou_merge)
-
-
-def _root(parent: dict[int, int], index: int) -> int:
-    while parent[index] != index:
-        parent[index] = parent[parent[index]]
-        index = parent[index]
-    return index
-
-
-def _clip(box: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
-    low = torch.maximum(box[:2], region[:2])
-    high = torch.maximum(torch.minimum(box[2:], region[2:]), low)  # an empty clip has zero area
-    return torch.cat([low, high])
-
-
-def _area(boxes: torch.Tensor) -> torch.Tensor:
-    return (boxes[:, 2] - boxes[:, 0]).clamp(min=0) * (boxes[:, 3] - boxes[:, 1]).clamp(min=0)
-
-
-def _intersection(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    low = torch.maximum(a[:, None, :2], b[None, :, :2])  # [n, m, 2]
-    high = torch.minimum(a[:, None, 2:], b[None, :, 2:])  # [n, m, 2]
-    return (high - low).clamp(min=0).prod(dim=2)  # [n, m]

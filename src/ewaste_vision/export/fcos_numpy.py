@@ -4,7 +4,8 @@ Each step follows `GeneralizedRCNNTransform` and `FCOS.postprocess_detections` (
 0.19-0.29) line by line, so boxes match the PyTorch detector's: resize so the long side is the
 input size (bilinear, half-pixel centres, no antialias), pad to a multiple of 32, then per level
 keep (point, class) pairs scoring above the floor, the best `topk_candidates` of them, decode,
-clip, class-wise NMS, and scale boxes back to the image given.
+clip, class-wise NMS (`detect.nms`, shared with the tile merge), and scale boxes back to the image
+given.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import math
 
 import numpy as np
 
+from ewaste_vision.detect.nms import batched_nms
 from ewaste_vision.export.metadata import FcosSettings
 
 
@@ -78,35 +80,6 @@ def decode_boxes(regression: np.ndarray, anchors: np.ndarray) -> np.ndarray:
         [centre_x - scaled[:, 0], centre_y - scaled[:, 1], centre_x + scaled[:, 2], centre_y + scaled[:, 3]],
         axis=1,
     ).astype(np.float32)
-
-
-def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
-    """Indices kept by greedy NMS (a box goes when its IoU with a kept one is above `threshold`),
-    best score first, as `torchvision.ops.nms`."""
-    order = np.argsort(-scores, kind="stable")
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    kept = []
-    while order.size:
-        best, rest = order[0], order[1:]
-        kept.append(best)
-        low = np.maximum(boxes[best, :2], boxes[rest, :2])  # [r, 2]
-        high = np.minimum(boxes[best, 2:], boxes[rest, 2:])
-        overlap = np.clip(high - low, 0, None).prod(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            iou = overlap / (areas[best] + areas[rest] - overlap)
-        # Two empty boxes (clipped at the border) have IoU 0/0; torchvision keeps both, so NaN keeps.
-        order = rest[~(iou > threshold)]
-    return np.asarray(kept, dtype=np.int64)
-
-
-def batched_nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, threshold: float) -> np.ndarray:
-    """Class-wise NMS; kept indices, best score first (as `torchvision.ops.batched_nms`)."""
-    kept = [
-        np.flatnonzero(labels == label)[nms(boxes[labels == label], scores[labels == label], threshold)]
-        for label in np.unique(labels)
-    ]
-    merged = np.concatenate(kept) if kept else np.zeros(0, dtype=np.int64)
-    return merged[np.argsort(-scores[merged], kind="stable")]
 
 
 def postprocess(

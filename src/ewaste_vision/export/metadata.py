@@ -20,7 +20,7 @@ from typing import Any
 
 from ewaste_vision import __version__
 from ewaste_vision.errors import RunError
-from ewaste_vision.runs import ModelMeta
+from ewaste_vision.model_meta import ModelMeta
 
 ONNX_FORMAT = "ewaste-vision-onnx/1"
 INPUT_NAME = "images"

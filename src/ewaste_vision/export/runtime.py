@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ewaste_vision.data.images import load_rgb
-from ewaste_vision.detect.facts import DetectorFacts
+from ewaste_vision.data.images import load_rgb, shrink_for_cache
+from ewaste_vision.detect.facts import DetectorFacts, tile_side
+from ewaste_vision.detect.tiling import detect_images, detect_tiled_arrays
 from ewaste_vision.errors import RunError, UnreadableImageError, UserError
 from ewaste_vision.export import fcos_numpy
 from ewaste_vision.export.metadata import INPUT_NAME, FcosSettings, OnnxMeta
@@ -89,8 +90,6 @@ class OnnxClassifier:
         Like `ImageFileDataset`, the image is first shrunk as it is cached for PyTorch, then
         resized to S x S (PIL's bilinear filter, which torchvision's antialiased resize copies).
         """
-        from ewaste_vision.data.transforms import shrink_for_cache
-
         size = self.meta.image_size
         resized = shrink_for_cache(image, size).resize((size, size), Image.Resampling.BILINEAR)
         return np.asarray(resized, dtype=np.float32).transpose(2, 0, 1) / np.float32(255)
@@ -140,10 +139,12 @@ class OnnxDetector(DetectorFacts):
     def load(self, path: Path) -> np.ndarray:
         """A file as this detector's input, float32 [3, H, W] in [0, 1] at full resolution."""
         if self.modality == "xray":
-            # 16-bit X-ray pairs go through the toolkit's one reader of them (a torch tensor).
-            from ewaste_vision.data.xray import load_xray_tensor
+            # 16-bit X-ray pairs go through the toolkit's one reader of them, as the PyTorch
+            # detector's `load` does (its tensor is this array); imported here so that RGB-only
+            # installs need no tifffile.
+            from ewaste_vision.data.xray import load_xray_array
 
-            return load_xray_tensor(path).numpy().astype(np.float32)
+            return load_xray_array(path)
         return np.asarray(load_rgb(path), dtype=np.float32).transpose(2, 0, 1) / np.float32(255)
 
     def detect_batch(self, images: Sequence[np.ndarray]) -> list[NumpyDetections]:
@@ -172,9 +173,6 @@ class OnnxDetector(DetectorFacts):
     def detect(self, images: Sequence[np.ndarray], batch_size: int = 4) -> list[NumpyDetections]:
         """Detections per image; images much larger than the input size are cut into tiles
         (`tile="auto"`), or always (`"always"`) or never (`"never"`), as `Detector.detect` does."""
-        from ewaste_vision.detect.model import tile_side
-        from ewaste_vision.detect.tiling import detect_images
-
         return detect_images(
             images,
             self.detect_batch,
@@ -185,25 +183,9 @@ class OnnxDetector(DetectorFacts):
         )
 
     def _detect_tiled(self, image: np.ndarray, batch_size: int) -> NumpyDetections:
-        # The tile merge is the toolkit's one implementation (torch tensors); only the network and
-        # its postprocess run here.
-        import torch
-
-        from ewaste_vision.detect.model import tile_side
-        from ewaste_vision.detect.tiling import detect_tiled
-
-        def on_tiles(tiles: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
-            found = self.detect_batch([tile.numpy() for tile in tiles])
-            return [{key: torch.from_numpy(value) for key, value in d.items()} for d in found]
-
-        merged = detect_tiled(
-            on_tiles, torch.from_numpy(image), tile=tile_side(self.meta), batch_size=batch_size
-        )
-        return {
-            "boxes": merged["boxes"].numpy(),
-            "scores": merged["scores"].numpy(),
-            "labels": merged["labels"].numpy(),
-        }
+        # The tile merge is the toolkit's one implementation, shared with `Detector`; only the
+        # network and its postprocess run here.
+        return detect_tiled_arrays(self.detect_batch, image, tile=tile_side(self.meta), batch_size=batch_size)
 
 
 def _maybe_progress(paths: Sequence[Path], progress: bool) -> Sequence[Path]:
