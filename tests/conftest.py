@@ -25,6 +25,18 @@ def _offline_and_deterministic(monkeypatch: pytest.MonkeyPatch):
     np.random.set_state(numpy_state)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_temp_dir(tmp_path_factory: pytest.TempPathFactory):
+    """Temporary files of the session in pytest's own folder, which it prunes: gradio_client
+    leaves an empty folder in the system temp dir for every file it downloads."""
+    import tempfile
+
+    previous = tempfile.tempdir
+    tempfile.tempdir = str(tmp_path_factory.mktemp("tempdir"))
+    yield
+    tempfile.tempdir = previous
+
+
 @pytest.fixture
 def shared_data() -> Path:
     """The real datasets folder: `$EWASTE_SHARED_DATA`, or `../shared/data` beside the repository."""

@@ -36,3 +36,15 @@ def test_a_class_absent_everywhere_keeps_the_neutral_threshold():
     assert tune_thresholds(PROBS, targets)[2] == 0.5
     metrics = multilabel_metrics(targets, PROBS, ["a", "b", "c"], [0.5] * 3, targets)
     assert metrics["per_class"]["c"]["average_precision"] is None
+
+
+def test_micro_f1_interval_brackets_the_estimate_and_collapses_when_every_image_is_right():
+    rng = torch.Generator().manual_seed(0)
+    targets = (torch.rand(60, 4, generator=rng) > 0.5).float()
+    flipped = torch.rand(60, 4, generator=rng) < 0.15  # about one answer in seven wrong
+    noisy = torch.where(flipped, 1 - targets, targets)
+    metrics = multilabel_metrics(targets, noisy, list("abcd"), [0.5] * 4, targets)
+    low, high = metrics["micro_f1_interval"]
+    assert low < metrics["micro_f1"] < high < 1.0
+    perfect = multilabel_metrics(targets, targets, list("abcd"), [0.5] * 4, targets)
+    assert perfect["micro_f1_interval"] == [1.0, 1.0]

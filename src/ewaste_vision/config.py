@@ -39,11 +39,11 @@ class TrainConfig:
     """Start from ImageNet weights when they can be had."""
     strategy: str = "auto"
     """`linear` (frozen backbone, cached features), `finetune` (last stages) or `full`; `auto` is the
-    task's own (classify: linear; multilabel: full)."""
+    task's own (classify and multilabel: linear; detect: full)."""
     image_size: int = 0
     """Input resolution in pixels; 0 means the task's own, else the backbone's (256 for the default)."""
     batch_size: int = 0
-    """Images per optimisation step; 0 means the task's own (classify 32, multilabel 16)."""
+    """Images per optimisation step; 0 means the task's own (classify and multilabel 32, detect 8)."""
     max_epochs: int = 0
     """Upper bound on epochs that train backbone layers (0: the task's own); early stopping usually
     ends sooner."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torchmetrics.classification import MultilabelAveragePrecision, MultilabelStatScores
 
@@ -58,6 +59,28 @@ def _f1_scores(predicted: torch.Tensor, targets: torch.Tensor) -> dict[str, Any]
         "fn": fn,
         "support": support,
     }
+
+
+def micro_f1_interval(predicted: torch.Tensor, targets: torch.Tensor) -> list[float]:
+    """95% percentile-bootstrap interval of micro-F1, resampling test images.
+
+    Augmented copies of one photo count as separate images here, so where a test split holds such
+    copies the interval is narrower than the truth.
+    """
+    from ewaste_vision.report.stats import bootstrap_interval
+
+    if len(targets) == 0:
+        return [0.0, 0.0]
+    truth = targets > 0.5
+    counts = torch.stack(
+        [(predicted & truth).sum(1), (predicted & ~truth).sum(1), (~predicted & truth).sum(1)], 1
+    ).numpy()  # [N, 3]: tp, fp, fn per image
+
+    def micro_f1(rows: np.ndarray) -> float:
+        tp, fp, fn = rows.sum(0)
+        return float(2 * tp / max(2 * tp + fp + fn, 1))
+
+    return [round(x, 4) for x in bootstrap_interval(counts, micro_f1)]
 
 
 def multilabel_metrics(
@@ -111,6 +134,7 @@ def multilabel_metrics(
         "n_test": len(targets),
         "class_names": list(class_names),
         "micro_f1": scores["micro_f1"],
+        "micro_f1_interval": micro_f1_interval(predicted, targets),
         "macro_f1": scores["macro_f1"],
         "map": float(average_precision[present].mean()) if present.any() else 0.0,
         "per_class": per_class,

@@ -67,7 +67,7 @@ def write_multilabel_report(run_dir: Path, metrics: Mapping[str, Any], context: 
     headline = (
         "## Results\n\n"
         f"**micro-F1 {metrics['micro_f1']:.3f}, macro-F1 {metrics['macro_f1']:.3f}, mAP {metrics['map']:.3f} "
-        f"on {metrics['n_test']} test images.**\n\n"
+        f"on {metrics['n_test']} test images.**{_interval_note(metrics)}\n\n"
         + markdown_table(
             ["Predictor", "micro-F1", "macro-F1", "mAP"],
             [
@@ -117,3 +117,15 @@ def write_multilabel_report(run_dir: Path, metrics: Mapping[str, Any], context: 
         notes_section(context),
     ]
     return write_markdown_report(run_dir, title, sections)
+
+
+def _interval_note(metrics: Mapping[str, Any]) -> str:
+    """The micro-F1 bootstrap interval, for runs evaluated since it was added."""
+    if "micro_f1_interval" not in metrics:
+        return ""
+    low, high = metrics["micro_f1_interval"]
+    return (
+        f" 95% bootstrap interval of micro-F1 over test images: {low:.3f}-{high:.3f} "
+        "(augmented copies of one photo count as separate images, so it is too narrow where a split "
+        "holds them)."
+    )

@@ -97,7 +97,12 @@ class MultilabelTask(LabelTask):
 
     def headline(self, metrics: dict[str, Any]) -> str:
         return (
-            f"test micro-F1 {metrics['micro_f1']:.3f}, macro-F1 {metrics['macro_f1']:.3f}, "
-            f"mAP {metrics['map']:.3f} (n={metrics['n_test']}); "
+            f"test micro-F1 {metrics['micro_f1']:.3f}{_interval(metrics)}, "
+            f"macro-F1 {metrics['macro_f1']:.3f}, mAP {metrics['map']:.3f} (n={metrics['n_test']}); "
             f"predict-every-class baseline micro-F1 {metrics['baseline_micro_f1']:.3f}"
         )
+
+
+def _interval(metrics: dict[str, Any]) -> str:
+    interval = metrics.get("micro_f1_interval")
+    return f" (95% CI {interval[0]:.3f}-{interval[1]:.3f})" if interval else ""
