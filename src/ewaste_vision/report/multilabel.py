@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torchmetrics.classification import MultilabelAveragePrecision, MultilabelStatScores
 
+from ewaste_vision.report.stats import bootstrap_interval
+
 THRESHOLD_GRID = torch.linspace(0.05, 0.95, 19)
 
 
@@ -67,8 +69,6 @@ def micro_f1_interval(predicted: torch.Tensor, targets: torch.Tensor) -> list[fl
     Augmented copies of one photo count as separate images here, so where a test split holds such
     copies the interval is narrower than the truth.
     """
-    from ewaste_vision.report.stats import bootstrap_interval
-
     if len(targets) == 0:
         return [0.0, 0.0]
     truth = targets > 0.5
