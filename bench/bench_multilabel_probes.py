@@ -20,7 +20,11 @@ Run from the repository root, on a grouped split (`ewaste data split ... --out p
     python bench/bench_multilabel_probes.py pcb-split --detector runs/detector   # adds its boxes
 
 With `--detector RUN` (a detect run trained on the same split), the detector's boxes are scored as
-a multi-label answer too: a class's score is its best box's confidence.
+a multi-label answer too: a class's score is its best box's confidence. With `--probe RUN` as well
+(a multilabel run on the same split), that run's probabilities are scored alone and averaged with
+the detector's scores. `--runs-only` skips the frozen-feature probes (about 2 minutes instead of 8):
+    python bench/bench_multilabel_probes.py pcb-split --runs-only \
+        --detector runs/detector --probe runs/components
 """
 
 from __future__ import annotations
@@ -135,19 +139,15 @@ def pool(maps: torch.Tensor, how: str) -> torch.Tensor:
     return maps.clamp(min=1e-6).pow(3).mean((2, 3)).pow(1 / 3)  # GeM, p = 3
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("data", type=Path, help="a grouped YOLO split (ewaste data split)")
-    parser.add_argument("--size", type=int, default=640, help="input size of the backbone")
-    parser.add_argument("--quick", action="store_true", help="32 images per split, 3 epochs")
-    parser.add_argument("--detector", type=Path, default=None, help="a detect run on the same split")
-    parser.add_argument("--json", type=Path, default=None)
-    args = parser.parse_args()
-    configure_threads()
-    torch.manual_seed(0)
-    dataset = read_yolo_dataset(args.data)
-    classes = len(dataset.class_names)
-    splits = {s: dataset.in_split(s)[: 32 if args.quick else None] for s in ("train", "val", "test")}
+def frozen_probe_rows(
+    args: argparse.Namespace,
+    splits: dict[str, list[ImageRecord]],
+    targets: dict[str, torch.Tensor],
+    score: Callable[[str, torch.Tensor, torch.Tensor], dict[str, Any]],
+    rows: list[dict[str, Any]],
+) -> str:
+    """Fit the pooled and dense probes on frozen feature maps; append their rows; say what ran."""
+    classes = targets["train"].shape[1]
     network, source = create_backbone(BACKBONE, pretrained=True)
     network.eval().to(memory_format=torch.channels_last)
     started = time.perf_counter()
@@ -155,19 +155,9 @@ def main() -> None:
     val_maps = feature_maps(network, splits["val"], args.size, False)
     test_maps = feature_maps(network, splits["test"], args.size, False)
     feature_seconds = time.perf_counter() - started
-    targets = {s: multi_hot(r, classes) for s, r in splits.items()}
     train_targets = torch.cat([targets["train"]] * 2)
     epochs = 3 if args.quick else 300
 
-    def score(name: str, val_scores: torch.Tensor, test_scores: torch.Tensor) -> dict[str, Any]:
-        thresholds = tune_thresholds(torch.sigmoid(val_scores), targets["val"])
-        metrics = multilabel_metrics(
-            targets["test"], torch.sigmoid(test_scores), dataset.class_names, thresholds, targets["train"]
-        )
-        kept = ("micro_f1", "macro_f1", "map", "baseline_micro_f1")
-        return {"probe": name, **{k: round(metrics[k], 3) for k in kept}}
-
-    rows = []
     for how in ("mean", "gem"):
         pooled = {"train": pool(train_maps, how), "val": pool(val_maps, how), "test": pool(test_maps, how)}
         mu, sd = pooled["train"].mean(0), pooled["train"].std(0) + 1e-6
@@ -225,28 +215,89 @@ def main() -> None:
         rows.append(score("dense, box-supervised", image_scores(val_maps), image_scores(test_maps)))
     print(rows[-1], flush=True)
 
+    network_facts = f"{BACKBONE} ({source}) at {args.size} px; feature maps in {feature_seconds:.0f} s"
+    return network_facts
+
+
+def run_rows(
+    args: argparse.Namespace,
+    splits: dict[str, list[ImageRecord]],
+    classes: int,
+    score: Callable[[str, torch.Tensor, torch.Tensor], dict[str, Any]],
+    rows: list[dict[str, Any]],
+) -> None:
+    """Rows for the trained runs given: the detector's boxes, the probe run, and their average."""
+    detector_scores = probe_scores = None
     if args.detector is not None:
-        val_scores, test_scores = (
-            best_box_scores(args.detector, splits[s], classes) for s in ("val", "test")
-        )
-        logit = torch.logit(val_scores, eps=1e-6), torch.logit(test_scores, eps=1e-6)
-        rows.append(score(f"detector boxes ({args.detector.name})", *logit))
+        detector_scores = [best_box_scores(args.detector, splits[s], classes) for s in ("val", "test")]
+        rows.append(score(f"detector boxes ({args.detector.name})", *_logits(detector_scores)))
+        print(rows[-1], flush=True)
+    if args.probe is not None:
+        from ewaste_vision.inference import Predictor
+
+        predictor = Predictor.from_run(args.probe)
+        probe_scores = []
+        for split in ("val", "test"):
+            probabilities, kept, _ = predictor.predict_files([r.path for r in splits[split]])
+            assert len(kept) == len(splits[split]), "unreadable images in the split"
+            probe_scores.append(probabilities.float())
+        rows.append(score(f"multilabel run ({args.probe.name})", *_logits(probe_scores)))
+        print(rows[-1], flush=True)
+    if detector_scores is not None and probe_scores is not None:
+        mean = [(d + p) / 2 for d, p in zip(detector_scores, probe_scores, strict=True)]
+        rows.append(score("mean of the detector's and the multilabel run's scores", *_logits(mean)))
         print(rows[-1], flush=True)
 
+
+def _logits(scores: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.logit(scores[0], eps=1e-6), torch.logit(scores[1], eps=1e-6)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("data", type=Path, help="a grouped YOLO split (ewaste data split)")
+    parser.add_argument("--size", type=int, default=640, help="input size of the backbone")
+    parser.add_argument("--quick", action="store_true", help="32 images per split, 3 epochs")
+    parser.add_argument("--detector", type=Path, default=None, help="a detect run on the same split")
+    parser.add_argument("--probe", type=Path, default=None, help="a multilabel run on the same split")
+    parser.add_argument("--runs-only", action="store_true", help="score only --detector and --probe")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    if args.runs_only and args.detector is None and args.probe is None:
+        parser.error("--runs-only needs --detector RUN, --probe RUN or both")
+    configure_threads()
+    torch.manual_seed(0)
+    dataset = read_yolo_dataset(args.data)
+    classes = len(dataset.class_names)
+    splits = {s: dataset.in_split(s)[: 32 if args.quick else None] for s in ("train", "val", "test")}
+    targets = {s: multi_hot(r, classes) for s, r in splits.items()}
+
+    def score(name: str, val_scores: torch.Tensor, test_scores: torch.Tensor) -> dict[str, Any]:
+        thresholds = tune_thresholds(torch.sigmoid(val_scores), targets["val"])
+        metrics = multilabel_metrics(
+            targets["test"], torch.sigmoid(test_scores), dataset.class_names, thresholds, targets["train"]
+        )
+        kept = ("micro_f1", "macro_f1", "map", "baseline_micro_f1")
+        interval = [round(v, 3) for v in metrics.get("micro_f1_interval") or []]
+        return {"probe": name, **{k: round(metrics[k], 3) for k in kept}, "micro_f1_interval": interval}
+
+    rows: list[dict[str, Any]] = []
+    note = "frozen-feature probes skipped (--runs-only)"
+    if not args.runs_only:
+        note = frozen_probe_rows(args, splits, targets, score, rows)
+    run_rows(args, splits, classes, score, rows)
     facts = machine_facts()
     print(describe(facts))
-    print(
-        f"{BACKBONE} ({source}) at {args.size} px; train/val/test "
-        f"{[len(r) for r in splits.values()]} images; feature maps in {feature_seconds:.0f} s"
-    )
+    print(f"train/val/test {[len(r) for r in splits.values()]} images; {note}")
     print_table(
-        ["probe", "test micro-F1", "macro-F1", "mAP"],
-        [[r["probe"], r["micro_f1"], r["macro_f1"], r["map"]] for r in rows],
+        ["probe", "test micro-F1", "95% interval", "macro-F1", "mAP"],
+        [[r["probe"], r["micro_f1"], r["micro_f1_interval"], r["macro_f1"], r["map"]] for r in rows],
     )
     baseline = rows[0]["baseline_micro_f1"]
     print(f"predict-every-class baseline micro-F1 {baseline:.3f}")
+    default_json = "multilabel_runs.json" if args.runs_only else f"multilabel_probes_{args.size}.json"
     write_json(
-        args.json or RESULTS_DIR / f"multilabel_probes_{args.size}.json",
+        args.json or RESULTS_DIR / default_json,
         {"machine": facts, "size": args.size, "rows": rows, "baseline_micro_f1": baseline},
     )
 

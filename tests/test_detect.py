@@ -122,6 +122,32 @@ def test_every_registered_backbone_can_detect():
         assert set(found[0]) == {"boxes", "scores", "labels"}
 
 
+@pytest.mark.parametrize("strategy", ["full", "finetune", "linear"])
+def test_detector_strategies_freeze_what_they_say(strategy: str):
+    from ewaste_vision.detect.train import _freeze_for_strategy
+
+    detector, _ = build_detector("efficientnet_lite0", 3, "n", 96, pretrained=False)
+    config = TrainConfig(task="detect", strategy=strategy, backbone="efficientnet_lite0")
+    _freeze_for_strategy(detector, config)
+    flags = {n: p.requires_grad for n, p in detector.backbone.body.named_parameters()}
+    stem_and_first = ("body.conv_stem.", "body.blocks.0.", "body.blocks.1.")
+    early = [v for n, v in flags.items() if n.startswith(stem_and_first)]
+    last = [v for n, v in flags.items() if n.startswith("body.blocks.6.")]
+    middle = [v for n, v in flags.items() if n.startswith("body.blocks.3.")]
+    assert early and not any(early)  # never trained: the costly full-resolution stages
+    assert all(last) == (strategy != "linear") and all(middle) == (strategy == "full")
+    assert all(p.requires_grad for p in detector.head.parameters())
+
+
+def test_an_untrained_detector_backbone_trains_whole():
+    from ewaste_vision.detect.train import _freeze_for_strategy
+
+    detector, _ = build_detector("tiny", 3, "n", 64, pretrained=False)
+    config = TrainConfig(task="detect", strategy="full", backbone="tiny")
+    _freeze_for_strategy(detector, config, pretrained=False)
+    assert all(p.requires_grad for p in detector.backbone.body.parameters())
+
+
 def test_task_defaults_fill_only_auto_settings():
     detect = get_task("detect")
     config = TrainConfig(task="detect", batch_size=2).with_task_defaults(detect.defaults)

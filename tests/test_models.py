@@ -36,7 +36,7 @@ def test_backbone_contract(name: str):
     modules = dict(network.named_modules())
     assert spec.cam_layer in modules, spec.cam_layer
     parameter_names = [n for n, _ in network.named_parameters()]
-    for prefix in spec.trainable_tail:
+    for prefix in spec.trainable_tail + spec.early_stages:
         assert any(n.startswith(prefix + ".") for n in parameter_names), prefix
 
 

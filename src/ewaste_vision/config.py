@@ -38,8 +38,9 @@ class TrainConfig:
     pretrained: bool = True
     """Start from ImageNet weights when they can be had."""
     strategy: str = "auto"
-    """`linear` (frozen backbone, cached features), `finetune` (last stages) or `full`; `auto` is the
-    task's own (classify and multilabel: linear; detect: full)."""
+    """`linear` (frozen backbone, cached features), `finetune` (last stages) or `full` (detectors
+    keep a pretrained backbone's stride-2 and stride-4 stages frozen); `auto` is the task's own
+    (classify and multilabel: linear; detect: full)."""
     image_size: int = 0
     """Input resolution in pixels; 0 means the task's own, else the backbone's (256 for the default)."""
     batch_size: int = 0

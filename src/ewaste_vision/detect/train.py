@@ -100,7 +100,7 @@ def _train_one(
         config.pretrained,
         config.weights,
     )
-    _freeze_for_strategy(detector, config)
+    _freeze_for_strategy(detector, config, pretrained=weights_source != "untrained")
     modality = dataset_modality(Path(config.data))
     train_set = DetectionDataset(dataset.in_split("train"), image_size, config.augment, modality)
     val_set = DetectionDataset(dataset.in_split("val"), image_size, modality=modality)
@@ -152,14 +152,25 @@ def _train_one(
     }
 
 
-def _freeze_for_strategy(detector: torch.nn.Module, config: TrainConfig) -> None:
-    """`linear`: the backbone stays frozen; `finetune`: only its last stages train; `full`: all.
+def _freeze_for_strategy(detector: torch.nn.Module, config: TrainConfig, pretrained: bool = True) -> None:
+    """`linear`: the backbone stays frozen; `finetune`: only its last stages train; `full`: all
+    but the early stages (strides 2 and 4) of a pretrained backbone.
 
-    The feature pyramid and the head are new, so they always train.
+    The early stages stay frozen as in torchvision's and Detectron2's detectors: their generic
+    ImageNet filters transfer as they are, and their gradients at full resolution are a large share
+    of the backward pass (`bench/bench_detect_training.py`). An untrained backbone trains whole:
+    random filters are not worth keeping. The feature pyramid and the head are new, so they always
+    train.
     """
-    if config.strategy == "full":
-        return
-    tail = get_backbone_spec(config.backbone).trainable_tail
+    spec = get_backbone_spec(config.backbone)
     for name, parameter in detector.backbone.body.named_parameters():  # type: ignore[union-attr]
-        trainable = config.strategy == "finetune" and any(name == p or name.startswith(p + ".") for p in tail)
+        if config.strategy == "full":
+            trainable = not (pretrained and _under(name, spec.early_stages))
+        else:
+            trainable = config.strategy == "finetune" and _under(name, spec.trainable_tail)
         parameter.requires_grad = trainable
+
+
+def _under(name: str, prefixes: tuple[str, ...]) -> bool:
+    """Whether parameter `name` belongs to one of the modules named by `prefixes`."""
+    return any(name == p or name.startswith(p + ".") for p in prefixes)

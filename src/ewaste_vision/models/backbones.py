@@ -173,6 +173,7 @@ register_backbone(
         # ewaste-devices (99.2% vs 98.5%) and keep small board components visible.
         input_size=256,
         trainable_tail=("body.blocks.5", "body.blocks.6", "body.conv_head", "body.bn2"),
+        early_stages=("body.conv_stem", "body.bn1", "body.blocks.0", "body.blocks.1"),
         cam_layer="body.bn2",
         summary="EfficientNet-Lite0, 4.7 M params; ImageNet weights ship offline (default)",
         offline=True,
@@ -183,6 +184,7 @@ register_backbone(
         "resnet50",
         "resnet50",
         trainable_tail=("body.layer4",),
+        early_stages=("body.conv1", "body.bn1", "body.layer1"),
         cam_layer="body.layer4",
         summary="ResNet-50, 25.6 M params; the source documents' choice (weights need a download)",
     )
@@ -192,6 +194,7 @@ register_backbone(
         "resnet18",
         "resnet18",
         trainable_tail=("body.layer4",),
+        early_stages=("body.conv1", "body.bn1", "body.layer1"),
         cam_layer="body.layer4",
         summary="ResNet-18, 11.7 M params; fast (weights need a download)",
     )
@@ -204,6 +207,13 @@ register_backbone(
         std=HALF_MEAN_STD,
         input_size=299,
         trainable_tail=("body.Mixed_7a", "body.Mixed_7b", "body.Mixed_7c"),
+        early_stages=(
+            "body.Conv2d_1a_3x3",
+            "body.Conv2d_2a_3x3",
+            "body.Conv2d_2b_3x3",
+            "body.Conv2d_3b_1x1",
+            "body.Conv2d_4a_3x3",
+        ),
         cam_layer="body.Mixed_7c",
         summary="Inception-v3, 23.8 M params, 299 px (weights need a download)",
     )
@@ -215,6 +225,7 @@ register_backbone(
         load_pretrained=None,
         input_size=64,
         trainable_tail=("stages.2", "stages.3"),
+        early_stages=("stages.0",),
         cam_layer="stages.3",
         summary="Four conv blocks, 0.1 M params, always untrained; for tests",
     )

@@ -40,6 +40,8 @@ class BackboneSpec:
     """Default input resolution (`--image-size 0`)."""
     trainable_tail: tuple[str, ...] = ()
     """Module-name prefixes unfrozen by the `finetune` strategy (the last stages)."""
+    early_stages: tuple[str, ...] = ()
+    """Module-name prefixes of the stages at strides 2 and 4, which detectors keep frozen."""
     cam_layer: str = ""
     """Name of the module whose output is the last feature map (the Grad-CAM target)."""
     summary: str = ""
