@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 
 from _common import RESULTS_DIR, describe, machine_facts, median, print_table, time_interleaved, write_json
-from ewaste_vision.config import TrainConfig
 from ewaste_vision.detect.model import build_detector
-from ewaste_vision.detect.train import _freeze_for_strategy
+from ewaste_vision.detect.module import DetectionModule
 from ewaste_vision.hardware import autocast, configure_threads, use_bf16
+from ewaste_vision.models.classifier import set_backbone_trainable
 
 BATCH = 8
 BOXES_PER_IMAGE = 60
@@ -33,12 +33,9 @@ BOXES_PER_IMAGE = 60
 def training_step(size: int, freeze_early: bool, bf16: bool) -> Callable[[], None]:
     """One optimisation step of a fresh Lite0 FCOS (size n) on fixed random boards."""
     detector, _ = build_detector("efficientnet_lite0", 16, "n", size)
-    if freeze_early:
-        _freeze_for_strategy(detector, TrainConfig(task="detect", strategy="full"))
+    set_backbone_trainable(detector.backbone.body, "efficientnet_lite0", "full", freeze_early=freeze_early)
     detector.train()
-    for module in detector.backbone.body.modules():  # as DetectionModule.on_train_epoch_start
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.eval()
+    DetectionModule(detector, 1e-4, 0.0, 1).on_train_epoch_start()  # batch norm frozen, as in training
     optimiser = torch.optim.AdamW([p for p in detector.parameters() if p.requires_grad], lr=1e-4)
     generator = torch.Generator().manual_seed(0)
     images = [torch.rand(3, size, size, generator=generator) for _ in range(BATCH)]

@@ -124,11 +124,10 @@ def test_every_registered_backbone_can_detect():
 
 @pytest.mark.parametrize("strategy", ["full", "finetune", "linear"])
 def test_detector_strategies_freeze_what_they_say(strategy: str):
-    from ewaste_vision.detect.train import _freeze_for_strategy
+    from ewaste_vision.models.classifier import set_backbone_trainable
 
     detector, _ = build_detector("efficientnet_lite0", 3, "n", 96, pretrained=False)
-    config = TrainConfig(task="detect", strategy=strategy, backbone="efficientnet_lite0")
-    _freeze_for_strategy(detector, config)
+    set_backbone_trainable(detector.backbone.body, "efficientnet_lite0", strategy, freeze_early=True)
     flags = {n: p.requires_grad for n, p in detector.backbone.body.named_parameters()}
     stem_and_first = ("body.conv_stem.", "body.blocks.0.", "body.blocks.1.")
     early = [v for n, v in flags.items() if n.startswith(stem_and_first)]
@@ -140,11 +139,10 @@ def test_detector_strategies_freeze_what_they_say(strategy: str):
 
 
 def test_an_untrained_detector_backbone_trains_whole():
-    from ewaste_vision.detect.train import _freeze_for_strategy
+    from ewaste_vision.models.classifier import set_backbone_trainable
 
     detector, _ = build_detector("tiny", 3, "n", 64, pretrained=False)
-    config = TrainConfig(task="detect", strategy="full", backbone="tiny")
-    _freeze_for_strategy(detector, config, pretrained=False)
+    set_backbone_trainable(detector.backbone.body, "tiny", "full", freeze_early=False)
     assert all(p.requires_grad for p in detector.backbone.body.parameters())
 
 

@@ -22,6 +22,7 @@ from ewaste_vision.detect.data import DetectionDataset, collate_detection, datas
 from ewaste_vision.detect.model import build_detector
 from ewaste_vision.detect.module import DetectionModule
 from ewaste_vision.hardware import configure_threads, quiet_lightning, training_device, use_bf16
+from ewaste_vision.models.classifier import set_backbone_trainable
 from ewaste_vision.models.registry import get_backbone_spec
 from ewaste_vision.runs import ModelMeta, save_model
 from ewaste_vision.tasks.registry import Task
@@ -100,7 +101,10 @@ def _train_one(
         config.pretrained,
         config.weights,
     )
-    _freeze_for_strategy(detector, config, pretrained=weights_source != "untrained")
+    # An untrained backbone trains whole: random early filters are not worth keeping.
+    set_backbone_trainable(
+        detector.backbone.body, config.backbone, config.strategy, freeze_early=weights_source != "untrained"
+    )
     modality = dataset_modality(Path(config.data))
     train_set = DetectionDataset(dataset.in_split("train"), image_size, config.augment, modality)
     val_set = DetectionDataset(dataset.in_split("val"), image_size, modality=modality)
@@ -150,27 +154,3 @@ def _train_one(
         "epochs": trainer.current_epoch,
         "best_val_map50": round(score, 4) if score is not None else None,
     }
-
-
-def _freeze_for_strategy(detector: torch.nn.Module, config: TrainConfig, pretrained: bool = True) -> None:
-    """`linear`: the backbone stays frozen; `finetune`: only its last stages train; `full`: all
-    but the early stages (strides 2 and 4) of a pretrained backbone.
-
-    The early stages stay frozen as in torchvision's and Detectron2's detectors: their generic
-    ImageNet filters transfer as they are, and their gradients at full resolution are a large share
-    of the backward pass (`bench/bench_detect_training.py`). An untrained backbone trains whole:
-    random filters are not worth keeping. The feature pyramid and the head are new, so they always
-    train.
-    """
-    spec = get_backbone_spec(config.backbone)
-    for name, parameter in detector.backbone.body.named_parameters():  # type: ignore[union-attr]
-        if config.strategy == "full":
-            trainable = not (pretrained and _under(name, spec.early_stages))
-        else:
-            trainable = config.strategy == "finetune" and _under(name, spec.trainable_tail)
-        parameter.requires_grad = trainable
-
-
-def _under(name: str, prefixes: tuple[str, ...]) -> bool:
-    """Whether parameter `name` belongs to one of the modules named by `prefixes`."""
-    return any(name == p or name.startswith(p + ".") for p in prefixes)

@@ -45,18 +45,35 @@ def build_classifier(
 
 
 def set_trainable(model: ImageClassifier, backbone_name: str, strategy: str) -> None:
-    """Freeze the backbone as `strategy` says: `linear` all of it, `finetune` all but its last
-    stages, `full` none. The head always trains."""
-    tail = get_backbone_spec(backbone_name).trainable_tail
-    for name, parameter in model.backbone.named_parameters():
-        if strategy == "full":
-            parameter.requires_grad = True
-        elif strategy == "finetune":
-            parameter.requires_grad = any(name == p or name.startswith(p + ".") for p in tail)
-        else:
-            parameter.requires_grad = False
+    """Freeze the backbone as `strategy` says (see `set_backbone_trainable`); the head always trains."""
+    set_backbone_trainable(model.backbone, backbone_name, strategy)
     for parameter in model.head.parameters():
         parameter.requires_grad = True
+
+
+def set_backbone_trainable(
+    backbone: nn.Module, backbone_name: str, strategy: str, freeze_early: bool = False
+) -> None:
+    """Freeze a registry backbone as `strategy` says: `linear` all of it, `finetune` all but its
+    last stages, `full` none, or only its stride-2 and stride-4 stages with `freeze_early`.
+
+    Detectors over a pretrained backbone use `freeze_early`, as torchvision's and Detectron2's do:
+    those stages' generic ImageNet filters transfer as they are, and their gradients at full
+    resolution are a large share of a CPU's backward pass (`bench/bench_detect_training.py`).
+    """
+    spec = get_backbone_spec(backbone_name)
+    for name, parameter in backbone.named_parameters():
+        if strategy == "full":
+            parameter.requires_grad = not (freeze_early and _under(name, spec.early_stages))
+        elif strategy == "finetune":
+            parameter.requires_grad = _under(name, spec.trainable_tail)
+        else:
+            parameter.requires_grad = False
+
+
+def _under(name: str, prefixes: tuple[str, ...]) -> bool:
+    """Whether parameter `name` belongs to one of the modules named by `prefixes`."""
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
 
 
 def frozen_batchnorm_modules(model: ImageClassifier) -> list[nn.Module]:
