@@ -152,6 +152,14 @@ def test_task_defaults_fill_only_auto_settings():
     assert config.strategy == "full" and config.batch_size == 2 and config.image_size == 448
     classify = TrainConfig().with_task_defaults(get_task("classify").defaults)
     assert classify.strategy == "linear" and classify.batch_size == 32 and classify.lr == 1e-3
+    assert classify.head_warmup is True
+
+
+def test_a_head_warmup_switched_off_is_not_taken_for_auto():
+    multilabel = get_task("multilabel").defaults
+    assert TrainConfig(task="multilabel").with_task_defaults(multilabel).head_warmup is False
+    classify = get_task("classify").defaults
+    assert TrainConfig(head_warmup=False).with_task_defaults(classify).head_warmup is False
 
 
 def test_detector_trains_on_dual_energy_xray_scans(tmp_path: Path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -140,6 +141,17 @@ def test_resume_continues_from_the_last_checkpoint(crops: Path, tmp_path: Path):
     epochs = [line.split(",")[0] for line in (run / "logs" / "metrics.csv").read_text().splitlines()[1:]]
     assert sorted(set(epochs)) == ["0", "1"]  # epoch 0 was not trained again
     assert epochs.count("0") == epochs.count("1")
+
+
+def test_one_cycle_rises_then_decays_to_nearly_nothing():
+    from ewaste_vision.training.modules import one_cycle
+
+    factors = [one_cycle(step, 100) for step in range(101)]
+    peak = factors.index(max(factors))
+    assert factors[0] == pytest.approx(1 / 25) and peak == 10 and factors[peak] == pytest.approx(1.0)
+    assert all(a <= b for a, b in itertools.pairwise(factors[: peak + 1]))
+    assert all(a >= b for a, b in itertools.pairwise(factors[peak:]))
+    assert factors[100] < 1e-4 and one_cycle(150, 100) == factors[100]  # a resumed run past the end
 
 
 def test_config_file_is_used_and_flags_win(crops: Path, tmp_path: Path):

@@ -159,7 +159,7 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
         flag = "--" + field.name.replace("_", "-")
         doc = _field_doc(field.name)
         hint = hints[field.name]
-        if hint is bool:
+        if hint in (bool, bool | None):
             parser.add_argument(
                 flag,
                 dest=field.name,

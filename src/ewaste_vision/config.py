@@ -17,8 +17,8 @@ from ewaste_vision.errors import UserError
 
 STRATEGIES = ("auto", "linear", "finetune", "full")
 
-TASK_DEFAULT_FIELDS = ("strategy", "image_size", "batch_size", "max_epochs", "lr")
-"""Fields whose "auto" value (`auto` or 0) means "the task's own default" (`Task.defaults`)."""
+TASK_DEFAULT_FIELDS = ("strategy", "image_size", "batch_size", "max_epochs", "lr", "head_warmup")
+"""Fields whose "auto" value (`auto`, 0 or None) means "the task's own default" (`Task.defaults`)."""
 
 
 @dataclass
@@ -38,13 +38,14 @@ class TrainConfig:
     pretrained: bool = True
     """Start from ImageNet weights when they can be had."""
     strategy: str = "auto"
-    """`linear` (frozen backbone, cached features), `finetune` (last stages) or `full` (detectors
-    keep a pretrained backbone's stride-2 and stride-4 stages frozen); `auto` is the task's own
-    (classify and multilabel: linear; detect: full)."""
+    """`linear` (frozen backbone, cached features), `finetune` (last stages) or `full` (all but a
+    pretrained backbone's stride-2 and stride-4 stages); `auto` is the task's own (classify:
+    linear; multilabel and detect: full)."""
     image_size: int = 0
-    """Input resolution in pixels; 0 means the task's own, else the backbone's (256 for the default)."""
+    """Input resolution in pixels; 0 means the task's own (multilabel and detect 448), else the
+    backbone's (256 for the default)."""
     batch_size: int = 0
-    """Images per optimisation step; 0 means the task's own (classify and multilabel 32, detect 8)."""
+    """Images per optimisation step; 0 means the task's own (classify 32, multilabel 16, detect 8)."""
     max_epochs: int = 0
     """Upper bound on epochs that train backbone layers (0: the task's own); early stopping usually
     ends sooner."""
@@ -55,10 +56,10 @@ class TrainConfig:
     """Training loss: `auto` is the task's own (cross-entropy; BCE for multilabel), `asl` is the
     asymmetric loss for multilabel."""
     lr: float = 0.0
-    """Adam learning rate of the head (0: the task's own, 1e-3); unfrozen backbone layers use a tenth
-    of it."""
+    """Learning rate of the head (0: the task's own, 1e-3); trainable backbone layers use 0.3 of it,
+    on a one-cycle schedule."""
     weight_decay: float = 1e-4
-    """L2 penalty of Adam."""
+    """Weight decay of the optimiser."""
     dropout: float = 0.2
     """Dropout before the linear head."""
     patience: int = 5
@@ -71,8 +72,9 @@ class TrainConfig:
     """Perceptual-hash Hamming distance up to which two images count as near-duplicates."""
     augment: bool = True
     """Random crops, flips and colour changes while training."""
-    head_warmup: bool = True
-    """`finetune`/`full`: first fit the head on cached frozen features, then train the backbone."""
+    head_warmup: bool | None = None
+    """`finetune`/`full`: first fit the head on cached frozen features, then train the backbone
+    (unset: the task's own; classify yes, multilabel no)."""
     feature_views: int = 2
     """`linear` strategy: cached views per training image (1 = as is, 2 = also mirrored)."""
     detector_size: str = "n"
@@ -116,7 +118,7 @@ class TrainConfig:
         unknown = set(defaults) - set(TASK_DEFAULT_FIELDS)
         if unknown:
             raise ValueError(f"task defaults for fields that have no auto value: {sorted(unknown)}")
-        chosen = {name: value for name, value in defaults.items() if getattr(self, name) in ("auto", 0, 0.0)}
+        chosen = {name: value for name, value in defaults.items() if _is_auto(getattr(self, name))}
         return dataclasses.replace(self, **chosen)
 
     def to_dict(self) -> dict[str, Any]:
@@ -124,6 +126,11 @@ class TrainConfig:
         values = dataclasses.asdict(self)
         values["split"] = list(self.split)
         return values
+
+
+def _is_auto(value: Any) -> bool:
+    """Whether a `TASK_DEFAULT_FIELDS` value asks for the task's default (False is a choice)."""
+    return value is None or (not isinstance(value, bool) and value in ("auto", 0, 0.0))
 
 
 def config_fields() -> list[dataclasses.Field[Any]]:

@@ -16,6 +16,8 @@ DEMO_BOARDS = 150
 DEMO_CROPS_PER_CLASS = 60
 DEMO_HEATMAP_IMAGES = 4
 DEMO_XRAY_BOARDS = 120
+DEMO_BOARD_TRAINING = {"strategy": "linear", "image_size": 256}
+"""A linear probe on cached features: the demo's few small boards need no fine-tune."""
 DEMO_DETECTOR = {"image_size": 256, "max_epochs": 12, "patience": 4}
 """A small detector on small synthetic scans, so the demo stays within a few minutes on a laptop."""
 
@@ -46,7 +48,9 @@ def run_demo(out: Path, seed: int = 0, progress: bool = True) -> dict[str, Path]
 
     components = _train_fresh(crops, out / "runs" / "components", "classify", seed, progress)
     print(f"component classifier: {get_task('classify').headline(components.metrics)}")
-    boards = _train_fresh(boards_yaml.parent, out / "runs" / "boards", "multilabel", seed, progress)
+    boards = _train_fresh(
+        boards_yaml.parent, out / "runs" / "boards", "multilabel", seed, progress, DEMO_BOARD_TRAINING
+    )
     print(f"board components (multi-label): {get_task('multilabel').headline(boards.metrics)}")
 
     test_boards = sorted((boards_yaml.parent / "test" / "images").glob("*.jpg"))[:DEMO_HEATMAP_IMAGES]

@@ -44,9 +44,11 @@ def build_classifier(
     return ImageClassifier(network, num_classes, dropout), source
 
 
-def set_trainable(model: ImageClassifier, backbone_name: str, strategy: str) -> None:
+def set_trainable(
+    model: ImageClassifier, backbone_name: str, strategy: str, freeze_early: bool = False
+) -> None:
     """Freeze the backbone as `strategy` says (see `set_backbone_trainable`); the head always trains."""
-    set_backbone_trainable(model.backbone, backbone_name, strategy)
+    set_backbone_trainable(model.backbone, backbone_name, strategy, freeze_early)
     for parameter in model.head.parameters():
         parameter.requires_grad = True
 
@@ -57,7 +59,7 @@ def set_backbone_trainable(
     """Freeze a registry backbone as `strategy` says: `linear` all of it, `finetune` all but its
     last stages, `full` none, or only its stride-2 and stride-4 stages with `freeze_early`.
 
-    Detectors over a pretrained backbone use `freeze_early`, as torchvision's and Detectron2's do:
+    Pretrained backbones use `freeze_early` (detectors as torchvision's and Detectron2's do):
     those stages' generic ImageNet filters transfer as they are, and their gradients at full
     resolution are a large share of a CPU's backward pass (`bench/bench_detect_training.py`).
     """

@@ -29,6 +29,7 @@ class Task(ABC):
         "batch_size": 32,
         "max_epochs": 15,
         "lr": 1e-3,
+        "head_warmup": True,
     }
     """Training settings used where the config says `auto` (or 0); see `TrainConfig`."""
     invariant_duplicates: bool = False

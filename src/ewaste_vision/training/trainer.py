@@ -92,7 +92,7 @@ def train_labels(task: LabelTask, config: TrainConfig, progress: bool = True) ->
     for strategy, stage_dir in stages:
         # Fine-tuning starts from a head already fitted on frozen features (linear probe, then
         # fine-tune): the backbone is not pushed around by a random head in the first epochs.
-        set_trainable(model, config.backbone, strategy)
+        set_trainable(model, config.backbone, strategy, freeze_early=weights_source != "untrained")
         if strategy == "linear":
             module, train_loader, val_loader = _linear_setup(
                 model, task, dataset, config, meta, run_dir, bf16, progress
