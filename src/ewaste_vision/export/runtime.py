@@ -87,11 +87,9 @@ class OnnxClassifier:
     def prepare(self, image: Image.Image) -> np.ndarray:
         """An RGB image -> float32 [3, S, S] in [0, 1], as `eval_transform` before normalising.
 
-        Like `ImageFileDataset`, the image is first shrunk as it is cached for PyTorch, then
-        resized to S x S (PIL's bilinear filter, which torchvision's antialiased resize copies).
+        Resized to S x S as `ImageFileDataset` caches it for evaluation (PIL's bilinear filter).
         """
-        size = self.meta.image_size
-        resized = shrink_for_cache(image, size).resize((size, size), Image.Resampling.BILINEAR)
+        resized = shrink_for_cache(image, self.meta.image_size, crops=False)
         return np.asarray(resized, dtype=np.float32).transpose(2, 0, 1) / np.float32(255)
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:

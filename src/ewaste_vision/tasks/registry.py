@@ -53,6 +53,9 @@ class LabelTask(Task):
     """Image-level labels (one class, or a set of classes): a classifier network, a loss over its
     logits, probabilities per class. Trained by the shared trainer."""
 
+    # Whether `train_transform` crops, so that cached training images keep a margin of pixels.
+    train_transform_crops: ClassVar[bool] = True
+
     def train_run(self, config: Any, progress: bool) -> Any:
         from ewaste_vision.training.trainer import train_labels
 

@@ -389,6 +389,7 @@ def _image_setup(
         task.targets(train_records, num_classes),
         make(meta.image_size, meta.mean, meta.std),
         meta.image_size,
+        crops=config.augment and task.train_transform_crops,
     )
     val_set = ImageFileDataset(
         [r.path for r in val_records],
