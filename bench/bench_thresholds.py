@@ -3,10 +3,10 @@
 For each multilabel run given, probabilities on its split's validation and test images are computed
 once; thresholds are tuned on validation three ways and scored once on test:
 
-- `own`: each class's F1-best threshold (the product's rule until 2026-11-30);
+- `own`: each class's F1-best threshold (the product's rule);
 - `shared`: one threshold for all classes, the micro-F1-best;
-- `shrunk`: each class's own threshold pulled toward the shared one by its validation positives
-  (`tune_thresholds`' default, `SHRINK_POSITIVES`).
+- `shrunk`: each class's own threshold pulled toward the shared one by its validation positives,
+  n / (n + SHRINK_POSITIVES) of the way.
 
 With more than one run, the runs' mean probabilities are scored as one more model (an ensemble).
 
@@ -25,7 +25,10 @@ from _common import RESULTS_DIR, describe, machine_facts, print_table, write_jso
 from ewaste_vision.data.yolo import multi_hot, read_yolo_dataset
 from ewaste_vision.hardware import configure_threads
 from ewaste_vision.inference import Predictor
-from ewaste_vision.report.multilabel import SHRINK_POSITIVES, multilabel_metrics, tune_thresholds
+from ewaste_vision.report.multilabel import multilabel_metrics, tune_thresholds
+
+# A class's own threshold counts as much as the shared one once it has this many positives.
+SHRINK_POSITIVES = 50
 
 RULES = {"own": 0.0, "shared": float("inf"), "shrunk": float(SHRINK_POSITIVES)}
 
@@ -34,7 +37,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", type=Path, help="the grouped YOLO split the runs were trained on")
     parser.add_argument("runs", type=Path, nargs="+", help="multilabel runs")
-    parser.add_argument("--json", type=Path, default=RESULTS_DIR / "thresholds.json")
+    parser.add_argument("--json", type=Path, default=RESULTS_DIR / "thresholds.json", help="where results go")
     args = parser.parse_args()
     configure_threads()
     dataset = read_yolo_dataset(args.data)

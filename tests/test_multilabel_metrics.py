@@ -53,12 +53,12 @@ def test_a_class_leaves_the_shared_threshold_as_far_as_its_positives_allow():
     targets[:2, 1] = 1
     probs[:, 2] = torch.where(torch.arange(200) < 60, 0.5, 0.3)
     targets[:60, 2] = 1
-    thresholds = tune_thresholds(probs, targets)
+    thresholds = tune_thresholds(probs, targets, shrink_positives=50)
     assert thresholds[0] == pytest.approx(0.75)
     assert thresholds[1] == pytest.approx(round(0.75 + 2 / 52 * (0.15 - 0.75), 2))  # stays near 0.75
     assert thresholds[2] == pytest.approx(round(0.75 + 60 / 110 * (0.5 - 0.75), 2))  # moves halfway
-    # The two ends of the rule: each class's own best, and the shared one for all.
-    assert tune_thresholds(probs, targets, shrink_positives=0) == pytest.approx([0.75, 0.15, 0.5])
+    # The two ends of the rule: each class's own best (the default), and the shared one for all.
+    assert tune_thresholds(probs, targets) == pytest.approx([0.75, 0.15, 0.5])
     assert tune_thresholds(probs, targets, shrink_positives=float("inf")) == pytest.approx([0.75] * 3)
 
 

@@ -18,12 +18,6 @@ from ewaste_vision.report.stats import bootstrap_interval
 THRESHOLD_GRID = torch.linspace(0.05, 0.95, 19)
 
 
-# A class's own best threshold counts as much as the shared one once its validation split holds
-# this many positives. On pcb-components (153 validation images from about 35 photos) thresholds
-# tuned per class alone cost up to 0.03 test micro-F1 against this rule (BENCHMARKS.md).
-SHRINK_POSITIVES = 50
-
-
 def _best_on_grid(predicted: torch.Tensor, truth: torch.Tensor) -> float:
     """The grid threshold with the best F1 for 0/1 predictions [T, ...] against `truth` [...].
 
@@ -35,16 +29,16 @@ def _best_on_grid(predicted: torch.Tensor, truth: torch.Tensor) -> float:
     return float(THRESHOLD_GRID[best])
 
 
-def tune_thresholds(
-    probs: torch.Tensor, targets: torch.Tensor, shrink_positives: float = SHRINK_POSITIVES
-) -> list[float]:
-    """Per-class thresholds from (validation) data, each shrunk toward one shared threshold.
+def tune_thresholds(probs: torch.Tensor, targets: torch.Tensor, shrink_positives: float = 0.0) -> list[float]:
+    """Per-class thresholds from (validation) data: each class's F1-best on the grid.
 
-    The shared threshold maximises micro-F1 over all classes; a class's own threshold maximises its
-    F1. With few positives the latter mostly fits noise, so class k gets
-    `shared + n_k / (n_k + shrink_positives) * (own_k - shared)`, n_k its positives: 0 keeps each
-    class's own, infinity the shared one for all. A class absent from the data gets the shared
-    threshold: there is nothing to tune it on.
+    A class absent from the data gets the shared threshold, the one that maximises micro-F1 over
+    all classes: there is nothing to tune it on. With `shrink_positives` > 0 each class's own
+    threshold is pulled toward the shared one, class k getting
+    `shared + n_k / (n_k + shrink_positives) * (own_k - shared)`, n_k its positives (infinity: the
+    shared threshold for all). The product keeps 0: on pcb-components the pull helped weaker models
+    but not the default fine-tune, and cost rare classes' F1 (BENCHMARKS.md,
+    `bench/bench_thresholds.py`).
     """
     truth = targets > 0.5  # [N, C]
     predicted = probs[None] >= THRESHOLD_GRID[:, None, None]  # [T, N, C]
