@@ -25,12 +25,26 @@ from _common import RESULTS_DIR, describe, machine_facts, print_table, write_jso
 from ewaste_vision.data.yolo import multi_hot, read_yolo_dataset
 from ewaste_vision.hardware import configure_threads
 from ewaste_vision.inference import Predictor
-from ewaste_vision.report.multilabel import multilabel_metrics, tune_thresholds
+from ewaste_vision.report.multilabel import multilabel_metrics, shared_threshold, tune_thresholds
 
 # A class's own threshold counts as much as the shared one once it has this many positives.
 SHRINK_POSITIVES = 50
 
-RULES = {"own": 0.0, "shared": float("inf"), "shrunk": float(SHRINK_POSITIVES)}
+RULES = ("own", "shared", "shrunk")
+
+
+def thresholds_by_rule(probs: torch.Tensor, targets: torch.Tensor, rule: str) -> list[float]:
+    """Thresholds tuned on (validation) probabilities [N, C] under one of `RULES`."""
+    own, shared = tune_thresholds(probs, targets), shared_threshold(probs, targets)
+    if rule == "own":
+        return own
+    if rule == "shared":
+        return [shared] * len(own)
+    positives = (targets > 0.5).sum(0).tolist()
+    return [
+        round(shared + n / (n + SHRINK_POSITIVES) * (threshold - shared), 2)
+        for n, threshold in zip(positives, own, strict=True)
+    ]
 
 
 def main() -> None:
@@ -58,8 +72,8 @@ def main() -> None:
         }
     rows = []
     for name, probs in scored.items():
-        for rule, shrink in RULES.items():
-            thresholds = tune_thresholds(probs["val"], targets["val"], shrink)
+        for rule in RULES:
+            thresholds = thresholds_by_rule(probs["val"], targets["val"], rule)
             metrics = multilabel_metrics(
                 targets["test"], probs["test"], dataset.class_names, thresholds, targets["train"]
             )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ewaste_vision.report.multilabel import multilabel_metrics, tune_thresholds
+from ewaste_vision.report.multilabel import multilabel_metrics, shared_threshold, tune_thresholds
 
 TARGETS = torch.tensor([[1, 0, 1], [0, 1, 0], [1, 1, 0], [0, 0, 0]]).float()
 PROBS = torch.tensor([[0.9, 0.2, 0.6], [0.1, 0.8, 0.3], [0.7, 0.4, 0.2], [0.2, 0.1, 0.1]])
@@ -40,7 +40,7 @@ def test_a_class_absent_everywhere_gets_the_shared_threshold():
     assert metrics["per_class"]["c"]["average_precision"] is None
 
 
-def test_a_class_leaves_the_shared_threshold_as_far_as_its_positives_allow():
+def test_the_shared_threshold_serves_all_classes_and_each_class_keeps_its_own():
     # Class 0: 100 positives at 0.9, 100 negatives at 0.7 (own best 0.75). Class 1: 2 positives at
     # 0.15, the rest at 0.1 (own best 0.15). Class 2: 60 positives at 0.5, 140 negatives at 0.3
     # (own best 0.5). Pooled, 0.75 wins: it loses class 2's 60 positives, 0.5 would add 100 false
@@ -53,13 +53,9 @@ def test_a_class_leaves_the_shared_threshold_as_far_as_its_positives_allow():
     targets[:2, 1] = 1
     probs[:, 2] = torch.where(torch.arange(200) < 60, 0.5, 0.3)
     targets[:60, 2] = 1
-    thresholds = tune_thresholds(probs, targets, shrink_positives=50)
-    assert thresholds[0] == pytest.approx(0.75)
-    assert thresholds[1] == pytest.approx(round(0.75 + 2 / 52 * (0.15 - 0.75), 2))  # stays near 0.75
-    assert thresholds[2] == pytest.approx(round(0.75 + 60 / 110 * (0.5 - 0.75), 2))  # moves halfway
-    # The two ends of the rule: each class's own best (the default), and the shared one for all.
+    assert shared_threshold(probs, targets) == pytest.approx(0.75)
     assert tune_thresholds(probs, targets) == pytest.approx([0.75, 0.15, 0.5])
-    assert tune_thresholds(probs, targets, shrink_positives=float("inf")) == pytest.approx([0.75] * 3)
+    assert shared_threshold(probs, torch.zeros_like(targets)) == 0.5  # nothing to tune on
 
 
 def test_micro_f1_interval_brackets_the_estimate_and_collapses_when_every_image_is_right():

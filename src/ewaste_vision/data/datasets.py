@@ -44,7 +44,7 @@ class ImageFileDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     def image(self, index: int) -> Image.Image:
         path = self.paths[index]
         if path not in self.cache:
-            self.cache[path] = shrink_for_cache(load_rgb(path), self.image_size, self.crops)
+            self.cache[path] = shrink_for_cache(load_rgb(path), self.image_size, crops=self.crops)
         return self.cache[path]
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:

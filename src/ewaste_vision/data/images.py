@@ -123,7 +123,7 @@ def resize_side(image_size: int) -> int:
     return round(image_size * CACHE_MARGIN)
 
 
-def shrink_for_cache(image: Image.Image, image_size: int, crops: bool = True) -> Image.Image:
+def shrink_for_cache(image: Image.Image, image_size: int, *, crops: bool) -> Image.Image:
     """The smallest copy of `image` that the transform after the cache needs.
 
     Decoding a 1600 px JPEG costs more than a training step of a small network, so datasets keep

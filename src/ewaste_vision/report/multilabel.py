@@ -29,27 +29,28 @@ def _best_on_grid(predicted: torch.Tensor, truth: torch.Tensor) -> float:
     return float(THRESHOLD_GRID[best])
 
 
-def tune_thresholds(probs: torch.Tensor, targets: torch.Tensor, shrink_positives: float = 0.0) -> list[float]:
-    """Per-class thresholds from (validation) data: each class's F1-best on the grid.
+def shared_threshold(probs: torch.Tensor, targets: torch.Tensor) -> float:
+    """The one grid threshold that maximises micro-F1 over all classes (0.5 without positives)."""
+    truth = targets > 0.5  # [N, C]
+    if not truth.any():
+        return 0.5
+    return round(_best_on_grid(probs[None] >= THRESHOLD_GRID[:, None, None], truth), 2)
 
-    A class absent from the data gets the shared threshold, the one that maximises micro-F1 over
-    all classes: there is nothing to tune it on. With `shrink_positives` > 0 each class's own
-    threshold is pulled toward the shared one, class k getting
-    `shared + n_k / (n_k + shrink_positives) * (own_k - shared)`, n_k its positives (infinity: the
-    shared threshold for all). The product keeps 0: on pcb-components the pull helped weaker models
-    but not the default fine-tune, and cost rare classes' F1 (BENCHMARKS.md,
-    `bench/bench_thresholds.py`).
+
+def tune_thresholds(probs: torch.Tensor, targets: torch.Tensor) -> list[float]:
+    """Per class, the grid threshold that maximises F1 on (validation) data.
+
+    A class absent from the data gets `shared_threshold`: there is nothing to tune it on. Pulling
+    the other classes toward it too helped weaker models on pcb-components but not the default
+    fine-tune, and cost rare classes' F1 (BENCHMARKS.md, `bench/bench_thresholds.py`).
     """
     truth = targets > 0.5  # [N, C]
     predicted = probs[None] >= THRESHOLD_GRID[:, None, None]  # [T, N, C]
-    shared = _best_on_grid(predicted, truth) if truth.any() else 0.5
-    thresholds = []
-    for k in range(probs.shape[1]):
-        positives = int(truth[:, k].sum())
-        own = _best_on_grid(predicted[:, :, k], truth[:, k]) if positives else shared
-        weight = positives / (positives + shrink_positives) if positives else 0.0
-        thresholds.append(round(shared + weight * (own - shared), 2))
-    return thresholds
+    fallback = shared_threshold(probs, targets)
+    return [
+        round(_best_on_grid(predicted[:, :, k], truth[:, k]), 2) if truth[:, k].any() else fallback
+        for k in range(probs.shape[1])
+    ]
 
 
 def _f1_scores(predicted: torch.Tensor, targets: torch.Tensor) -> dict[str, Any]:
