@@ -50,7 +50,10 @@ def test_detect_run_writes_001_metrics_report_and_model(detect_run: Path):
         assert {"precision", "recall", "f1", "tp", "fp", "fn"} <= set(values)
     meta = torch.load(detect_run / "model.pt", weights_only=True)["meta"]
     assert meta["task"] == "detect" and meta["extra"]["detector_size"] == "n"
+    # 128 px boards under a 96 px input: the native size was a candidate, chosen on validation.
+    assert meta["extra"]["detect_sizes"] in ([96], [96, 128])
     report = (detect_run / "report.md").read_text()
+    assert "Validation map50 by sizes" in report and "96+128" in report
     assert "mAP@0.5" in report and (detect_run / "plots" / "detections_0.jpg").is_file()
     config = (detect_run / "config.yaml").read_text()
     assert "strategy: full" in config  # the task's default filled the `auto` setting

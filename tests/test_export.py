@@ -7,6 +7,7 @@ import csv
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -128,6 +129,23 @@ def test_detections_match_pytorch(runs: dict[str, Path], tile: str):
     images.append(images[0][:, :100, :75])  # not square: exercises the resize and the padding
     images.append(torch.cat(images[:2], dim=2))  # wide: tiled under `auto`, both merges compared
     for image in images:  # one at a time, as `ewaste predict` runs them
+        (expected,) = detector.detect([image])
+        (got,) = exported.detect([image.numpy()])
+        _assert_same_detections(expected, got)
+
+
+def test_detections_at_two_sizes_match_pytorch(runs: dict[str, Path]):
+    trained = Detector.from_run(runs["detect"], precision="32", tile="never")
+    sizes = {"detect_sizes": [trained.meta.image_size, 128]}
+    detector = Detector(
+        trained.model, replace(trained.meta, extra={**trained.meta.extra, **sizes}), "32", "never"
+    )
+    onnx_model = load_onnx(runs["detect"] / "model.onnx")
+    onnx_model.meta.model = replace(onnx_model.meta.model, extra={**onnx_model.meta.model.extra, **sizes})
+    exported = OnnxDetector(onnx_model, tile="never")
+    assert len(exported.sized_settings) == 2
+    for path in expand_image_paths([runs["boards"] / "test"])[:2]:
+        image = detector.load(path)
         (expected,) = detector.detect([image])
         (got,) = exported.detect([image.numpy()])
         _assert_same_detections(expected, got)

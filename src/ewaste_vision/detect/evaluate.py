@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torchvision.models.detection import FCOS
 
 from ewaste_vision.data.records import ImageRecord
 from ewaste_vision.data.split_file import read_split_file
@@ -16,8 +17,12 @@ from ewaste_vision.detect.data import boxes_to_pixels, input_tensor
 from ewaste_vision.detect.draw import draw_detections
 from ewaste_vision.detect.metrics import DetectionPrediction, detection_metrics, summarise_repeats
 from ewaste_vision.detect.predictor import Detector
+from ewaste_vision.detect.scales import candidate_sizes, choose_sizes
+from ewaste_vision.detect.tile_merge import ArrayDetections
+from ewaste_vision.detect.tiling import as_arrays, as_tensors
 from ewaste_vision.errors import DataError, UnreadableImageError
 from ewaste_vision.io.atomic import write_json
+from ewaste_vision.model_meta import ModelMeta
 from ewaste_vision.report.markdown import (
     context_section,
     figures_section,
@@ -52,6 +57,29 @@ def predict_records(
         truths.append(boxes_to_pixels(record.boxes, width, height))
         kept.append(record)
     return predictions, truths, kept, skipped
+
+
+def choose_detect_sizes(
+    model: FCOS, meta: ModelMeta, records: Sequence[ImageRecord]
+) -> tuple[list[int], dict[str, float]]:
+    """The input sizes a freshly trained detector keeps (see `detect.scales`), by validation
+    mAP@0.5 on `records`, with each candidate's figure; the training size alone without records."""
+    candidates = candidate_sizes(meta.image_size, int(meta.extra.get("source_size", meta.image_size)))
+    if not records or len(candidates) == 1:
+        return [meta.image_size], {}
+
+    truths: list[dict[str, torch.Tensor]] = []
+
+    def detect_at(size: int) -> list[ArrayDetections]:
+        detector = Detector(model, replace(meta, extra={**meta.extra, "detect_sizes": [size]}))
+        found, truths[:], _, _ = predict_records(detector, records)
+        return [as_arrays(f) for f in found]
+
+    def score(found: list[ArrayDetections]) -> float:
+        predictions = [as_tensors(f, "cpu") for f in found]
+        return float(detection_metrics(predictions, truths, meta.class_names)["map50"] or 0.0)
+
+    return choose_sizes(candidates, detect_at, score, model.nms_thresh, model.detections_per_img)
 
 
 def evaluate_detector(

@@ -119,6 +119,30 @@ def build_detector(
     return detector, source
 
 
+def at_input_size(detector: FCOS, size: int) -> FCOS:
+    """The same detector, sharing every weight, that scales its input to `size` instead.
+
+    A second module rather than a changed transform, so detectors at two sizes can run side by
+    side (the web app serves several requests at once).
+    """
+    transform = detector.transform
+    head: Any = detector.head
+    return FCOS(
+        detector.backbone,
+        head.classification_head.num_classes,
+        min_size=size,
+        max_size=size,
+        image_mean=transform.image_mean,
+        image_std=transform.image_std,
+        anchor_generator=detector.anchor_generator,
+        head=head,
+        score_thresh=detector.score_thresh,
+        nms_thresh=detector.nms_thresh,
+        detections_per_img=detector.detections_per_img,
+        topk_candidates=detector.topk_candidates,
+    ).eval()
+
+
 def detector_settings(meta_extra: dict[str, Any]) -> str:
     """The size a saved detector was built with (older runs: `n`)."""
     return str(meta_extra.get("detector_size", "n"))

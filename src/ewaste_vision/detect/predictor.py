@@ -12,13 +12,15 @@ from typing import Any
 
 import torch
 from PIL import Image
+from torchvision.models.detection import FCOS
 
 from ewaste_vision.data.images import load_rgb
 from ewaste_vision.detect.data import input_tensor
 from ewaste_vision.detect.facts import DetectorFacts, tile_side
 from ewaste_vision.detect.metrics import DetectionPrediction
-from ewaste_vision.detect.model import load_detector
-from ewaste_vision.detect.tiling import detect_images, detect_tiled
+from ewaste_vision.detect.model import at_input_size, load_detector
+from ewaste_vision.detect.scales import detect_sizes, merge_sizes
+from ewaste_vision.detect.tiling import as_arrays, as_tensors, detect_images, detect_tiled
 from ewaste_vision.hardware import autocast, use_bf16
 from ewaste_vision.runs import ModelMeta, read_model_file, require_task, resolve_run_dir
 
@@ -29,13 +31,16 @@ Detections = DetectionPrediction
 class Detector(DetectorFacts):
     """A detector with its metadata; `detect` takes float images [3, H, W] in [0, 1]."""
 
-    def __init__(
-        self, model: torch.nn.Module, meta: ModelMeta, precision: str = "auto", tile: str = "auto"
-    ) -> None:
+    def __init__(self, model: FCOS, meta: ModelMeta, precision: str = "auto", tile: str = "auto") -> None:
         self.model = model.eval()
         self.meta = meta
         self.bf16 = use_bf16(precision)
         self.tile = tile
+        # One module per input size, all sharing the trained weights (see `detect.scales`).
+        self.sized_models = [
+            self.model if size == meta.image_size else at_input_size(self.model, size)
+            for size in detect_sizes(meta)
+        ]
 
     @classmethod
     def from_run(cls, run_dir: Path | str, precision: str = "auto", tile: str = "auto") -> Detector:
@@ -59,13 +64,22 @@ class Detector(DetectorFacts):
 
     @torch.inference_mode()
     def detect_batch(self, images: list[torch.Tensor]) -> list[Detections]:
-        """Whole images (the model scales each to its input size); boxes in the images' pixels."""
+        """Whole images (scaled to each of the run's input sizes, boxes merged); boxes in the
+        images' pixels."""
         with autocast(self.bf16):
-            outputs: list[dict[str, Any]] = self.model(images)
-        return [
-            DetectionPrediction(boxes=o["boxes"].float(), scores=o["scores"].float(), labels=o["labels"])
-            for o in outputs
-        ]
+            per_size: list[list[dict[str, Any]]] = [model(images) for model in self.sized_models]
+        if len(per_size) == 1:
+            return [
+                DetectionPrediction(boxes=o["boxes"].float(), scores=o["scores"].float(), labels=o["labels"])
+                for o in per_size[0]
+            ]
+        merged = []
+        for parts in zip(*per_size, strict=True):
+            found = merge_sizes(
+                [as_arrays(part) for part in parts], self.model.nms_thresh, self.model.detections_per_img
+            )
+            merged.append(as_tensors(found, images[0].device))
+        return merged
 
     def detect(self, images: Sequence[torch.Tensor], batch_size: int = 4) -> list[Detections]:
         """Detections per image; images much larger than the input size are tiled (`tile="auto"`),

@@ -156,25 +156,35 @@ def detect_tiled(
         ValueError: if `image` is not [3, H, W], `batch_size` < 1, or `detect_fn` returns the
             wrong number of results.
     """
-    import torch
 
     def on_tiles(tiles: list[torch.Tensor]) -> list[ArrayDetections]:
         # The merge is numpy (`tile_merge`): a few hundred boxes per photo, so the copy to the
         # CPU costs nothing next to the network.
-        return [
-            {
-                "boxes": found["boxes"].detach().to("cpu", torch.float32).numpy(),
-                "scores": found["scores"].detach().to("cpu", torch.float32).numpy(),
-                "labels": found["labels"].detach().to("cpu", torch.int64).numpy(),
-            }
-            for found in detect_fn(tiles)
-        ]
+        return [as_arrays(found) for found in detect_fn(tiles)]
 
     merged = _detect_tiles(on_tiles, image, tile, overlap, iou_merge, batch_size, edge_tolerance)
+    return as_tensors(merged, image.device)
+
+
+def as_arrays(found: Mapping[str, Any]) -> ArrayDetections:
+    """Torch detections as numpy arrays on the CPU (boxes and scores float32, labels int64)."""
+    import torch
+
     return {
-        "boxes": torch.from_numpy(merged["boxes"]).to(image.device),
-        "scores": torch.from_numpy(merged["scores"]).to(image.device),
-        "labels": torch.from_numpy(merged["labels"]).to(image.device),
+        "boxes": found["boxes"].detach().to("cpu", torch.float32).numpy(),
+        "scores": found["scores"].detach().to("cpu", torch.float32).numpy(),
+        "labels": found["labels"].detach().to("cpu", torch.int64).numpy(),
+    }
+
+
+def as_tensors(found: ArrayDetections, device: Any) -> DetectionPrediction:
+    """Numpy detections as torch tensors on `device`."""
+    import torch
+
+    return {
+        "boxes": torch.from_numpy(found["boxes"]).to(device),
+        "scores": torch.from_numpy(found["scores"]).to(device),
+        "labels": torch.from_numpy(found["labels"]).to(device),
     }
 
 

@@ -144,8 +144,15 @@ def _train_one(
             "source_size": typical_side(train_set),
         },
     )
+    from ewaste_vision.detect.evaluate import choose_detect_sizes
+
+    # Chosen before saving: the run's metadata says at which sizes it detects.
+    sizes, size_scores = choose_detect_sizes(detector.cpu(), meta, dataset.in_split("val"))
+    meta.extra["detect_sizes"] = sizes
     save_model(seed_dir, detector.state_dict(), meta)
     return {
+        "detect_sizes": "+".join(map(str, sizes)),
+        "validation_map50_by_sizes": size_scores,
         "backbone": f"{config.backbone} ({weights_source})",
         "input": "dual-energy X-ray (high, low, mean log attenuation)"
         if modality == "xray"

@@ -8,7 +8,7 @@ agree to float rounding.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from PIL import Image
 
 from ewaste_vision.data.images import load_rgb, shrink_for_cache
 from ewaste_vision.detect.facts import DetectorFacts, tile_side
+from ewaste_vision.detect.scales import detect_sizes, merge_sizes
 from ewaste_vision.detect.tiling import detect_images, detect_tiled_arrays
 from ewaste_vision.errors import RunError, UnreadableImageError, UserError
 from ewaste_vision.export import fcos_numpy
@@ -129,6 +130,10 @@ class OnnxDetector(DetectorFacts):
         self.settings: FcosSettings = model.meta.detector
         self.tile = tile
         self._mean = np.asarray(self.meta.mean, dtype=np.float32)
+        # The run's input sizes, as the PyTorch detector runs them (see `detect.scales`).
+        self.sized_settings = [
+            replace(self.settings, min_size=size, max_size=size) for size in detect_sizes(self.meta)
+        ]
 
     @classmethod
     def from_file(cls, path: Path | str, tile: str = "auto", threads: int | None = None) -> OnnxDetector:
@@ -146,12 +151,20 @@ class OnnxDetector(DetectorFacts):
         return np.asarray(load_rgb(path), dtype=np.float32).transpose(2, 0, 1) / np.float32(255)
 
     def detect_batch(self, images: Sequence[np.ndarray]) -> list[NumpyDetections]:
-        """Whole images [3, H, W] in [0, 1] -> detections in their own pixels (one batch, padded
-        to its largest image as torchvision pads)."""
+        """Whole images [3, H, W] in [0, 1] -> detections in their own pixels, at each of the
+        run's input sizes with the boxes merged."""
         if not images:
             return []
-        resized = [fcos_numpy.resize_bilinear(np.asarray(i, np.float32), self.settings) for i in images]
-        batch = fcos_numpy.pad_batch(resized, self._mean, self.settings.size_divisible)  # [B, 3, H, W]
+        per_size = [self._detect_at(images, settings) for settings in self.sized_settings]
+        return [
+            merge_sizes(parts, self.settings.nms_thresh, self.settings.detections_per_img)
+            for parts in zip(*per_size, strict=True)
+        ]
+
+    def _detect_at(self, images: Sequence[np.ndarray], settings: FcosSettings) -> list[NumpyDetections]:
+        """One input size: one batch, padded to its largest image as torchvision pads."""
+        resized = [fcos_numpy.resize_bilinear(np.asarray(i, np.float32), settings) for i in images]
+        batch = fcos_numpy.pad_batch(resized, self._mean, settings.size_divisible)  # [B, 3, H, W]
         outputs = self.model.session.run(None, {INPUT_NAME: batch})
         padded = (batch.shape[2], batch.shape[3])
         results = []
@@ -163,7 +176,7 @@ class OnnxDetector(DetectorFacts):
                     padded,
                     (small.shape[1], small.shape[2]),
                     (image.shape[1], image.shape[2]),
-                    self.settings,
+                    settings,
                 )
             )
         return results
