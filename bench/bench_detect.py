@@ -6,8 +6,8 @@ is twice that rate with room to spare. Both paths run on the same images, called
 
     plain_fp32   the detector in eval mode, fp32, `torch.no_grad`, one image per call
     product      `Detector.detect` as `ewaste value` and the app run it: bf16 autocast where the
-                 CPU supports it, one image per call (the default detector scales 640 px input
-                 to its 448 px training size)
+                 CPU supports it, one image per call, at each of the run's input sizes (the
+                 default detector on pcb-components: 448 and 640 px, see `detect.scales`)
 
 The model is a trained run when `--run RUN` is given (the post-processing cost depends on how many
 boxes clear the score floor, which an untrained network inflates), else the default detector with
