@@ -39,7 +39,8 @@ def test_merge_keeps_the_best_of_each_object_seen_at_both_sizes():
 def test_the_native_size_is_a_candidate_only_for_larger_photos():
     assert candidate_sizes(448, 640) == [[448], [448, 640]]
     assert candidate_sizes(448, 470) == [[448]]
-    assert candidate_sizes(448, 4080) == [[448], [448, 4096]]
+    assert candidate_sizes(448, 896) == [[448], [448, 896]]
+    assert candidate_sizes(448, 4080) == [[448]]  # a 9x larger photo needs tiles, not one huge pass
 
 
 def test_the_choice_follows_the_validation_score_and_prefers_fewer_sizes_on_a_tie():

@@ -19,7 +19,10 @@ from ewaste_vision.detect.nms import batched_nms
 from ewaste_vision.detect.tile_merge import ArrayDetections
 
 NATIVE_MARGIN = 1.1
-"""A second, native-resolution pass is tried only when photos are this much larger than the input."""
+"""A second, native-resolution pass is tried only when photos are this much larger than the input..."""
+NATIVE_LIMIT = 2.0
+"""... and at most this much larger: the pass costs the square of the ratio (4x at the limit), and
+photos far larger are a case for tiles, not for one huge pass."""
 
 
 def detect_sizes(meta: Any) -> list[int]:
@@ -29,9 +32,9 @@ def detect_sizes(meta: Any) -> list[int]:
 
 def candidate_sizes(image_size: int, source_size: int) -> list[list[int]]:
     """Size sets to compare on validation: the training size, and with it the photos' own size
-    (rounded to the backbone's stride of 32) when the photos are clearly larger."""
+    (rounded to the backbone's stride of 32) when the photos are clearly, but not hugely, larger."""
     candidates = [[image_size]]
-    if source_size > image_size * NATIVE_MARGIN:
+    if image_size * NATIVE_MARGIN < source_size <= image_size * NATIVE_LIMIT:
         candidates.append([image_size, round(source_size / 32) * 32])
     return candidates
 
