@@ -31,10 +31,12 @@ def _best_on_grid(predicted: torch.Tensor, truth: torch.Tensor) -> float:
 
 def shared_threshold(probs: torch.Tensor, targets: torch.Tensor) -> float:
     """The one grid threshold that maximises micro-F1 over all classes (0.5 without positives)."""
-    truth = targets > 0.5  # [N, C]
-    if not truth.any():
-        return 0.5
-    return round(_best_on_grid(probs[None] >= THRESHOLD_GRID[:, None, None], truth), 2)
+    return _shared_on_grid(probs[None] >= THRESHOLD_GRID[:, None, None], targets > 0.5)
+
+
+def _shared_on_grid(predicted: torch.Tensor, truth: torch.Tensor) -> float:
+    """`shared_threshold` from grid predictions [T, N, C] and truth [N, C]."""
+    return round(_best_on_grid(predicted, truth), 2) if truth.any() else 0.5
 
 
 def tune_thresholds(probs: torch.Tensor, targets: torch.Tensor) -> list[float]:
@@ -46,7 +48,7 @@ def tune_thresholds(probs: torch.Tensor, targets: torch.Tensor) -> list[float]:
     """
     truth = targets > 0.5  # [N, C]
     predicted = probs[None] >= THRESHOLD_GRID[:, None, None]  # [T, N, C]
-    fallback = shared_threshold(probs, targets)
+    fallback = _shared_on_grid(predicted, truth)
     return [
         round(_best_on_grid(predicted[:, :, k], truth[:, k]), 2) if truth[:, k].any() else fallback
         for k in range(probs.shape[1])
