@@ -6,26 +6,32 @@ is twice that rate with room to spare. Both paths run on the same images, called
 
     plain_fp32   the detector in eval mode, fp32, `torch.no_grad`, one image per call
     product      `Detector.detect` as `ewaste value` and the app run it: bf16 autocast where the
-                 CPU supports it, one image per call, at each of the run's input sizes (the
-                 default detector on pcb-components: 448 and 640 px, see `detect.scales`)
+                 CPU supports it, one image per call, at each of the run's input sizes (see
+                 `detect.scales`), then its box classifier if it has one
 
+With a box classifier the plain path runs it too, in fp32 (`Detector.detect` at precision 32).
 The model is a trained run when `--run RUN` is given (the post-processing cost depends on how many
 boxes clear the score floor, which an untrained network inflates), else the default detector with
-ImageNet backbone weights and an untrained head.
+ImageNet backbone weights and an untrained head. `--images DIR` times real photos (each call takes
+the next of up to 12, resized to the frame), which a box classifier needs: its cost grows with the
+boxes it is shown, and textured noise shows it almost none.
 
 Run from the repository root:
-    python bench/bench_detect.py [--run RUN]            # about a minute on 2 cores
+    python bench/bench_detect.py [--run RUN] [--images DIR]    # about a minute on 2 cores
     python bench/bench_detect.py --quick
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 from pathlib import Path
 
 import torch
+from torchvision.transforms import v2
 
 from _common import RESULTS_DIR, describe, machine_facts, median, print_table, time_interleaved, write_json
+from ewaste_vision.data.images import expand_image_paths
 from ewaste_vision.detect.model import build_detector
 from ewaste_vision.detect.predictor import Detector
 from ewaste_vision.hardware import configure_threads
@@ -41,6 +47,7 @@ def main() -> None:
     )
     parser.add_argument("--run", type=Path, help="a trained detect run (default: untrained head)")
     parser.add_argument("--frame", type=int, default=640, help="input frame side in pixels (default 640)")
+    parser.add_argument("--images", type=Path, help="photos to time (default: textured noise)")
     parser.add_argument("--iterations", type=int, default=12)
     parser.add_argument("--quick", action="store_true", help="3 iterations")
     parser.add_argument("--json", type=Path, default=RESULTS_DIR / "detect.json")
@@ -62,15 +69,25 @@ def main() -> None:
         product = Detector(model, meta)
         plain = Detector(model, meta, precision="32")
         source = "efficientnet_lite0, size n, 448 px, untrained head"
-    # Textured frames rather than noise: real boards give the head a few confident spots, noise
-    # gives it none or thousands.
-    frames = [torch.rand(3, args.frame // 8, args.frame // 8).repeat_interleave(8, 1).repeat_interleave(8, 2)]
+    if args.images:
+        side = [args.frame, args.frame]
+        frames = [
+            v2.functional.resize(product.load(path), side, antialias=True)
+            for path in expand_image_paths([args.images])[:12]
+        ]
+        source += f"; {len(frames)} photos from {args.images}"
+    else:
+        # Textured frames rather than noise: real boards give the head a few confident spots,
+        # noise gives it none or thousands.
+        side = args.frame // 8
+        frames = [torch.rand(3, side, side).repeat_interleave(8, 1).repeat_interleave(8, 2)]
+    plain_frames, product_frames = itertools.cycle(frames), itertools.cycle(frames)
 
     iterations = 3 if args.quick else args.iterations
     seconds = time_interleaved(
         {
-            "plain_fp32": lambda: plain.detect_batch(frames),
-            "product": lambda: product.detect(frames),
+            "plain_fp32": lambda: plain.detect([next(plain_frames)]),
+            "product": lambda: product.detect([next(product_frames)]),
         },
         iterations,
         warmup=2,

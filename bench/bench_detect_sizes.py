@@ -3,7 +3,9 @@
 For a detect run, the size sets `ewaste train` compares are scored on the run's validation split
 (the figure training uses to choose) and on its test split (reported, never used to choose), with
 mAP@0.5, mAP@0.5:0.95 and 001's counts (IoU > 0.5, confidence > 0.5). Older runs, trained before the
-choice existed, get the choice their training would now make; the run itself is not changed.
+choice existed, get the choice their training would now make; the run itself is not changed. A
+run's box classifier (`detect.box_classifier`) re-scores the test boxes of every size set; the
+validation figures are the detector's alone, as training scores them.
 
 Run from the repository root:
     python bench/bench_detect_sizes.py runs/detector
@@ -43,7 +45,11 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     source = int(meta.extra.get("source_size", meta.image_size))
     for sizes in candidate_sizes(meta.image_size, source):
-        detector = Detector(trained.model, replace(meta, extra={**meta.extra, "detect_sizes": sizes}))
+        detector = Detector(
+            trained.model,
+            replace(meta, extra={**meta.extra, "detect_sizes": sizes}),
+            box_classifier=trained.box_classifier,
+        )
         predictions, truths, _, _ = predict_records(detector, by_split["test"])
         scores = detection_metrics(predictions, truths, detector.class_names)
         key = "+".join(map(str, sizes))

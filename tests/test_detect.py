@@ -16,8 +16,10 @@ from ewaste_vision.cli import main
 from ewaste_vision.config import TrainConfig
 from ewaste_vision.data.records import ObjectBox
 from ewaste_vision.data.synth import COMPONENT_CLASSES, write_synthetic_boards
+from ewaste_vision.detect.box_classifier import GAMMA_GRID
 from ewaste_vision.detect.data import board_augmentation, boxes_to_pixels
 from ewaste_vision.detect.model import build_detector
+from ewaste_vision.detect.predictor import Detector
 from ewaste_vision.tasks import get_task
 
 TINY = [
@@ -50,10 +52,15 @@ def test_detect_run_writes_001_metrics_report_and_model(detect_run: Path):
         assert {"precision", "recall", "f1", "tp", "fp", "fn"} <= set(values)
     meta = torch.load(detect_run / "model.pt", weights_only=True)["meta"]
     assert meta["task"] == "detect" and meta["extra"]["detector_size"] == "n"
-    # 128 px boards under a 96 px input: the native size was a candidate, chosen on validation.
-    assert meta["extra"]["detect_sizes"] in ([96], [96, 128])
+    # With a box classifier the run detects at its training size alone.
+    assert meta["extra"]["detect_sizes"] == [96]
+    # The box classifier is trained by default, stored beside the detector, gamma fitted.
+    assert meta["extra"]["box_classifier"]["gamma"] in GAMMA_GRID
+    state = torch.load(detect_run / "model.pt", weights_only=True)["state_dict"]
+    assert any(key.startswith("box_classifier.") for key in state)
+    assert Detector.from_run(detect_run).box_classifier is not None
     report = (detect_run / "report.md").read_text()
-    assert "Validation map50 by sizes" in report and "96+128" in report
+    assert "Box classifier" in report and "px crops of boxes" in report
     assert "mAP@0.5" in report and (detect_run / "plots" / "detections_0.jpg").is_file()
     config = (detect_run / "config.yaml").read_text()
     assert "strategy: full" in config  # the task's default filled the `auto` setting
@@ -69,6 +76,19 @@ def test_detect_run_resumes_from_its_last_checkpoint(detect_run: Path, tmp_path:
     rows = list(csv.DictReader((resumed / "logs" / "metrics.csv").open()))
     epochs = {int(row["epoch"]) for row in rows if row.get("val_map50")}
     assert epochs == {0, 1, 2}  # two epochs from the first run are kept, one more was trained
+
+
+def test_a_run_without_the_box_classifier_detects_with_the_detector_alone(tmp_path: Path):
+    data = write_synthetic_boards(tmp_path / "boards", n=8, seed=5, size=96).parent
+    run = tmp_path / "run"
+    args = ["train", str(data), "--task", "detect", "--out", str(run), *TINY, "--no-box-classifier"]
+    assert main([*args, "--max-epochs", "1", "--image-size", "64"]) == 0
+    extra = torch.load(run / "model.pt", weights_only=True)["meta"]["extra"]
+    assert "box_classifier" not in extra and Detector.from_run(run).box_classifier is None
+    # 96 px boards under a 64 px input: the native size was a candidate, chosen on validation.
+    assert extra["detect_sizes"] in ([64], [64, 96])
+    report = (run / "report.md").read_text()
+    assert "Validation map50 by sizes" in report and "64+96" in report
 
 
 def test_value_command_writes_a_lot_report(detect_run: Path, tmp_path: Path):
@@ -167,7 +187,6 @@ def test_a_head_warmup_switched_off_is_not_taken_for_auto():
 
 def test_detector_trains_on_dual_energy_xray_scans(tmp_path: Path):
     from ewaste_vision.data.synth_xray import write_synthetic_xray_boards
-    from ewaste_vision.detect.predictor import Detector
 
     data = write_synthetic_xray_boards(tmp_path / "xray", 16, seed=1, size=96).parent
     run = tmp_path / "run"

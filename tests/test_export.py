@@ -67,13 +67,24 @@ def test_export_writes_the_file_with_its_metadata(runs: dict[str, Path]):
         assert loaded.model.task == task and loaded.model.class_names == meta.class_names
         assert loaded.model.image_size == meta.image_size
         assert loaded.model.mean == pytest.approx(meta.mean) and loaded.model.std == pytest.approx(meta.std)
-        assert loaded.model.extra == meta.extra
+        assert loaded.model.extra == {k: v for k, v in meta.extra.items() if k != "box_classifier"}
         assert (loaded.detector is not None) == (task == "detect")
     thresholds = load_onnx(runs["multilabel"] / "model.onnx").meta.model.extra["thresholds"]
     assert len(thresholds) == len(read_model_file(runs["multilabel"] / MODEL_FILE)[1].class_names)
     detect = load_onnx(runs["detect"] / "model.onnx").meta
     assert detect.model.extra["detector_size"] == "n" and detect.detector is not None
     assert len(detect.detector.anchor_sizes) == 5
+
+
+def test_the_box_classifier_is_left_out_of_the_file_with_a_warning(
+    runs: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    _, meta = read_model_file(runs["detect"] / MODEL_FILE)
+    assert "box_classifier" in meta.extra  # trained by default
+    with caplog.at_level("WARNING"):
+        assert main(["export", str(runs["detect"]), "--out", str(tmp_path / "d.onnx")]) == 0
+    assert "box classifier is not exported" in caplog.text
+    assert "box_classifier" not in load_onnx(tmp_path / "d.onnx").meta.model.extra
 
 
 @pytest.mark.parametrize("task", ["classify", "multilabel"])
@@ -122,7 +133,8 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.mark.parametrize("tile", ["never", "auto"])
 def test_detections_match_pytorch(runs: dict[str, Path], tile: str):
-    detector = Detector.from_run(runs["detect"], precision="32", tile=tile)
+    # The exported file holds the detector alone (see `test_the_box_classifier_is_left_out...`).
+    detector = Detector.from_run(runs["detect"], precision="32", tile=tile, box_classifier=False)
     exported = OnnxDetector.from_file(runs["detect"] / "model.onnx", tile=tile)
     files = expand_image_paths([runs["boards"] / "test"])[:2]
     images = [detector.load(path) for path in files]

@@ -79,6 +79,9 @@ class TrainConfig:
     """`linear` strategy: cached views per training image (1 = as is, 2 = also mirrored)."""
     detector_size: str = "n"
     """`detect`: detector size, `n`, `s` or `m` (pyramid width and head depth; see `ewaste models`)."""
+    box_classifier: bool = True
+    """`detect`: train a second-stage classifier that re-scores each detected box from a crop of
+    the image (see `detect.box_classifier`)."""
     repeats: int = 1
     """`detect`: train this many seeds (seed, seed+1, ...) and report mean and standard deviation."""
     precision: str = "auto"

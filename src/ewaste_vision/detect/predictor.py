@@ -15,6 +15,7 @@ from PIL import Image
 from torchvision.models.detection import FCOS
 
 from ewaste_vision.data.images import load_rgb
+from ewaste_vision.detect.box_classifier import BoxClassifier, detector_state, load_box_classifier
 from ewaste_vision.detect.data import input_tensor
 from ewaste_vision.detect.facts import DetectorFacts, tile_side
 from ewaste_vision.detect.metrics import DetectionPrediction
@@ -29,13 +30,25 @@ Detections = DetectionPrediction
 
 
 class Detector(DetectorFacts):
-    """A detector with its metadata; `detect` takes float images [3, H, W] in [0, 1]."""
+    """A detector with its metadata; `detect` takes float images [3, H, W] in [0, 1].
 
-    def __init__(self, model: FCOS, meta: ModelMeta, precision: str = "auto", tile: str = "auto") -> None:
+    With a `box_classifier` (runs trained with one), every image's boxes are re-scored by it
+    after detection and tile merging (see `detect.box_classifier`).
+    """
+
+    def __init__(
+        self,
+        model: FCOS,
+        meta: ModelMeta,
+        precision: str = "auto",
+        tile: str = "auto",
+        box_classifier: BoxClassifier | None = None,
+    ) -> None:
         self.model = model.eval()
         self.meta = meta
         self.bf16 = use_bf16(precision)
         self.tile = tile
+        self.box_classifier = box_classifier
         # One module per input size, all sharing the trained weights (see `detect.scales`).
         self.sized_models = [
             self.model if size == meta.image_size else at_input_size(self.model, size)
@@ -43,12 +56,16 @@ class Detector(DetectorFacts):
         ]
 
     @classmethod
-    def from_run(cls, run_dir: Path | str, precision: str = "auto", tile: str = "auto") -> Detector:
+    def from_run(
+        cls, run_dir: Path | str, precision: str = "auto", tile: str = "auto", box_classifier: bool = True
+    ) -> Detector:
+        """The run's detector, with its box classifier unless `box_classifier` is False."""
         path = resolve_run_dir(run_dir)
         state, meta = read_model_file(path / "model.pt")
         require_task(meta, ("detect",), path, "this command")
-        model = load_detector(state, meta, path / "model.pt")
-        return cls(model, meta, precision, tile)
+        model = load_detector(detector_state(state), meta, path / "model.pt")
+        second = load_box_classifier(state, meta, use_bf16(precision)) if box_classifier else None
+        return cls(model, meta, precision, tile, second)
 
     def load(self, path: Path) -> torch.Tensor:
         """A file as this detector's input, float [3, H, W] in [0, 1]."""
@@ -84,7 +101,7 @@ class Detector(DetectorFacts):
     def detect(self, images: Sequence[torch.Tensor], batch_size: int = 4) -> list[Detections]:
         """Detections per image; images much larger than the input size are tiled (`tile="auto"`),
         or always (`"always"`) or never (`"never"`)."""
-        return detect_images(
+        found = detect_images(
             images,
             self.detect_batch,
             lambda image: detect_tiled(
@@ -94,3 +111,6 @@ class Detector(DetectorFacts):
             tile_side(self.meta),
             batch_size,
         )
+        if self.box_classifier is None:
+            return found
+        return [self.box_classifier.rescore(image, boxes) for image, boxes in zip(images, found, strict=True)]

@@ -146,13 +146,30 @@ def _train_one(
     )
     from ewaste_vision.detect.evaluate import choose_detect_sizes
 
-    # Chosen before saving: the run's metadata says at which sizes it detects.
-    sizes, size_scores = choose_detect_sizes(detector.cpu(), meta, dataset.in_split("val"))
+    # Chosen before saving: the run's metadata says at which sizes it detects. A box classifier
+    # looks again at every box at the photo's own resolution, which is what a native-size pass was
+    # for, at a fraction of its time; so with one the run detects at its training size alone
+    # (BENCHMARKS.md, "A second look at each box").
+    sizes, size_scores = (
+        ([image_size], {})
+        if config.box_classifier
+        else choose_detect_sizes(detector.cpu(), meta, dataset.in_split("val"))
+    )
     meta.extra["detect_sizes"] = sizes
-    save_model(seed_dir, detector.state_dict(), meta)
+    state = detector.state_dict()
+    box_facts: dict[str, Any] = {}
+    if config.box_classifier:
+        from ewaste_vision.detect.box_classifier_train import add_box_classifier
+
+        splits = {split: dataset.in_split(split) for split in ("train", "val")}
+        state, box_facts = add_box_classifier(
+            detector, state, meta, splits, config, seed_dir / "box_classifier", device, bf16, progress
+        )
+    save_model(seed_dir, state, meta)
     return {
         "detect_sizes": "+".join(map(str, sizes)),
         "validation_map50_by_sizes": size_scores,
+        **box_facts,
         "backbone": f"{config.backbone} ({weights_source})",
         "input": "dual-energy X-ray (high, low, mean log attenuation)"
         if modality == "xray"

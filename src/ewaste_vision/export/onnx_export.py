@@ -7,6 +7,7 @@ does not depend on, and takes seconds where this takes a fraction of one.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from ewaste_vision.export.graphs import FcosHeadGraph, ProbabilityGraph, level_o
 from ewaste_vision.export.metadata import INPUT_NAME, PROBABILITIES, FcosSettings, OnnxMeta
 from ewaste_vision.io.atomic import atomic_path
 from ewaste_vision.runs import MODEL_FILE, ModelMeta, read_model_file, resolve_run_dir
+
+log = logging.getLogger(__name__)
 
 OPSET = 17
 FORMATS = ("onnx",)
@@ -89,10 +92,17 @@ def _graph_for(
 def _detector_graph(
     state: dict[str, torch.Tensor], meta: ModelMeta
 ) -> tuple[nn.Module, torch.Tensor, list[str], dict[str, dict[int, str]], OnnxMeta]:
+    from ewaste_vision.detect.box_classifier import detector_state
     from ewaste_vision.detect.model import load_detector
 
-    detector = load_detector(state, meta, meta.backbone)
+    detector = load_detector(detector_state(state), meta, meta.backbone)
     detector.eval()
+    extra = dict(meta.extra)
+    if extra.pop("box_classifier", None):
+        log.warning(
+            "the run's box classifier is not exported: the ONNX file gives the detector's own scores "
+            "(lower mAP; BENCHMARKS.md, 'A second look at each box')"
+        )
     transform = detector.transform
     settings = FcosSettings(
         min_size=int(transform.min_size[-1]),
@@ -119,6 +129,6 @@ def _detector_graph(
         tuple(transform.image_mean),
         tuple(transform.image_std),
         meta.dropout,
-        meta.extra,
+        extra,
     )
     return graph, example, names, axes, OnnxMeta(image_meta, settings)

@@ -17,7 +17,8 @@ class DetectTask(Task):
     # Sized for under an hour of training on 2 CPU cores with ~750 boards: 20 epochs at 448 px took
     # 46 minutes on pcb-components with the backbone's early stages frozen (15 epochs all trainable
     # took 47). Validation mAP@0.5 rose to 0.586 (15 epochs: 0.547); 640 px input at the same
-    # time budget trailed (0.46 after 10 of 12 epochs).
+    # time budget trailed (0.46 after 10 of 12 epochs). The box classifier trained after it
+    # (`detect.box_classifier_train`) adds 12 minutes there: 58 in all.
     defaults: ClassVar[dict[str, Any]] = {
         "strategy": "full",
         "image_size": 448,

@@ -1,0 +1,114 @@
+"""The box classifier (`detect.box_classifier`): a detect run's test figures without and with it.
+
+For a run trained with a box classifier, both are read from the run. For a run trained without one
+(`--no-box-classifier`, or before it existed), one is trained for its detector exactly as
+`ewaste train` would (same code, the run's train and validation splits, gamma fitted on
+validation) and saved with the detector in `--save` (a copy of the run that `ewaste evaluate` and
+`ewaste value` take); the run itself is not changed. Test-split figures: mAP@0.5, mAP@0.5:0.95
+and 001's counts (IoU > 0.5, confidence > 0.5), overall and for `ic`.
+
+Run from the repository root:
+    python bench/bench_box_classifier.py runs/detector --save runs/detector-boxes
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import RESULTS_DIR, describe, machine_facts, print_table, write_json
+from ewaste_vision.config import TrainConfig
+from ewaste_vision.data.split_file import read_split_file
+from ewaste_vision.detect.box_classifier import detector_state
+from ewaste_vision.detect.box_classifier_train import add_box_classifier
+from ewaste_vision.detect.evaluate import predict_records
+from ewaste_vision.detect.metrics import detection_metrics
+from ewaste_vision.detect.model import load_detector
+from ewaste_vision.detect.predictor import Detector
+from ewaste_vision.hardware import configure_threads, use_bf16
+from ewaste_vision.runs import MODEL_FILE, read_model_file, save_model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("run", type=Path, help="a detect run directory")
+    parser.add_argument("--save", type=Path, help="where the run with a new box classifier goes")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "box_classifier.json")
+    args = parser.parse_args()
+    configure_threads()
+    facts = machine_facts()
+    _, meta = read_model_file(args.run / MODEL_FILE)
+    with_boxes = args.run
+    training: dict[str, Any] = {}
+    if "box_classifier" not in meta.extra:
+        if args.save is None:
+            parser.error("this run has no box classifier: give --save DIR for the run with one")
+        with_boxes = _add_to_copy(args.run, args.save, training)
+    records = read_split_file(args.run / "split.csv")
+    test = [r for r in records if r.split == "test"]
+    rows = []
+    for name, detector in (
+        ("detector alone", Detector.from_run(with_boxes, box_classifier=False)),
+        ("with box classifier", Detector.from_run(with_boxes)),
+    ):
+        started = time.perf_counter()
+        predictions, truths, _, _ = predict_records(detector, test)
+        seconds = time.perf_counter() - started
+        scores = detection_metrics(predictions, truths, detector.class_names)
+        ic = scores["per_class"].get("ic", {})
+        rows.append(
+            {
+                "model": name,
+                "test_map50": scores["map50"],
+                "test_map50_95": scores["map50_95"],
+                "test_f1": scores["f1"],
+                "test_ic_f1": ic.get("f1"),
+                "test_ic_precision": ic.get("precision"),
+                "test_ic_recall": ic.get("recall"),
+                "images_per_s": round(len(test) / seconds, 2),
+            }
+        )
+    print(describe(facts))
+    print_table(list(rows[0]), [[_show(v) for v in row.values()] for row in rows])
+    write_json(
+        args.out,
+        {
+            "run": str(args.run),
+            "saved": str(with_boxes),
+            "settings": Detector.from_run(with_boxes).meta.extra.get("box_classifier"),
+            "training": training,
+            "machine": facts,
+            "rows": rows,
+        },
+    )
+
+
+def _add_to_copy(run: Path, save: Path, training: dict[str, Any]) -> Path:
+    """Copy `run` to `save` and give the copy a box classifier trained as `ewaste train` does."""
+    state, meta = read_model_file(run / MODEL_FILE)
+    if save.exists():
+        shutil.rmtree(save)
+    shutil.copytree(run, save, ignore=shutil.ignore_patterns("checkpoints", "repeats"))
+    detector = load_detector(detector_state(state), meta, run / MODEL_FILE)
+    records = read_split_file(run / "split.csv")
+    splits = {split: [r for r in records if r.split == split] for split in ("train", "val")}
+    config = TrainConfig(data=str(run), out=str(save))
+    merged, facts = add_box_classifier(
+        detector, state, meta, splits, config, save / "box_classifier", "cpu", use_bf16("auto"), True
+    )
+    save_model(save, merged, meta)
+    training.update(facts)
+    return save
+
+
+def _show(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+if __name__ == "__main__":
+    main()
