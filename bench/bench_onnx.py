@@ -52,7 +52,7 @@ def classifier_paths(folder: Path, batch: int, size: int) -> dict[str, Callable[
     model.eval()
     meta = _meta("classify", size)
     save_model(folder, model.state_dict(), meta)
-    exported = OnnxClassifier.from_file(export_onnx(folder), threads=torch.get_num_threads())
+    exported = OnnxClassifier.from_file(export_onnx(folder)[0], threads=torch.get_num_threads())
     images = torch.rand(batch, 3, size, size)  # [B, 3, S, S] in [0, 1]
     mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (meta.mean, meta.std))
     normalised = (images - mean) / std
@@ -77,7 +77,7 @@ def detector_paths(folder: Path, batch: int, size: int) -> dict[str, Callable[[]
     model.eval()
     meta = _meta("detect", size, {"detector_size": "n", "modality": "rgb"})
     save_model(folder, model.state_dict(), meta)
-    exported = OnnxDetector.from_file(export_onnx(folder), tile="never", threads=torch.get_num_threads())
+    exported = OnnxDetector.from_file(export_onnx(folder)[0], tile="never", threads=torch.get_num_threads())
     images = [torch.rand(3, size, size) for _ in range(batch)]  # [3, S, S] each, in [0, 1]
     plain = copy.deepcopy(model)
     product = Detector(copy.deepcopy(model), meta, tile="never")

@@ -6,13 +6,9 @@ import torch
 from torch import nn
 
 from ewaste_vision.data.records import ImageRecord, ObjectBox
-from ewaste_vision.detect.box_classifier import (
-    BoxClassifier,
-    BoxClassifierSettings,
-    box_crops,
-    fit_gamma,
-)
+from ewaste_vision.detect.box_classifier import BoxClassifier, box_crops, fit_gamma
 from ewaste_vision.detect.box_classifier_train import BoxCropDataset
+from ewaste_vision.detect.box_scores import BoxClassifierSettings
 from ewaste_vision.detect.metrics import DetectionPrediction
 
 

@@ -20,6 +20,7 @@ from ewaste_vision.data.synth import write_component_crops, write_synthetic_boar
 from ewaste_vision.detect.facts import tile_side
 from ewaste_vision.detect.predictor import Detector
 from ewaste_vision.detect.tiling import needs_tiling
+from ewaste_vision.errors import RunError
 from ewaste_vision.inference import Predictor, expand_image_paths
 from ewaste_vision.runs import MODEL_FILE, read_model_file
 
@@ -43,13 +44,19 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("export")
     crops = write_component_crops(root / "crops", n_per_class=6, seed=1, size=48)
     boards = write_synthetic_boards(root / "boards", n=16, seed=4, size=128).parent
-    made = {"classify": root / "classify", "multilabel": root / "multilabel", "detect": root / "detect"}
+    made = {
+        "classify": root / "classify",
+        "multilabel": root / "multilabel",
+        "detect": root / "detect",
+        "detect_plain": root / "detect_plain",
+    }
     _train([str(crops), "--task", "classify", "--out", str(made["classify"]), *LINEAR])
     _train([str(boards), "--task", "multilabel", "--out", str(made["multilabel"]), *LINEAR])
-    _train(
-        [str(boards), "--task", "detect", "--out", str(made["detect"]), *TINY, "--image-size", "96",
-         "--max-epochs", "1", "--batch-size", "4"]
-    )  # fmt: skip
+    detect = [*TINY, "--image-size", "96", "--max-epochs", "1", "--batch-size", "4"]
+    _train([str(boards), "--task", "detect", "--out", str(made["detect"]), *detect])
+    # Without a box classifier: a one-epoch detector scores no box high enough for it to keep.
+    plain = [*detect, "--no-box-classifier"]
+    _train([str(boards), "--task", "detect", "--out", str(made["detect_plain"]), *plain])
     for run in made.values():
         assert main(["export", str(run), "--format", "onnx"]) == 0
     return {**made, "crops": crops, "boards": boards}
@@ -67,7 +74,7 @@ def test_export_writes_the_file_with_its_metadata(runs: dict[str, Path]):
         assert loaded.model.task == task and loaded.model.class_names == meta.class_names
         assert loaded.model.image_size == meta.image_size
         assert loaded.model.mean == pytest.approx(meta.mean) and loaded.model.std == pytest.approx(meta.std)
-        assert loaded.model.extra == {k: v for k, v in meta.extra.items() if k != "box_classifier"}
+        assert {k: v for k, v in loaded.model.extra.items() if k != "box_classifier_file"} == meta.extra
         assert (loaded.detector is not None) == (task == "detect")
     thresholds = load_onnx(runs["multilabel"] / "model.onnx").meta.model.extra["thresholds"]
     assert len(thresholds) == len(read_model_file(runs["multilabel"] / MODEL_FILE)[1].class_names)
@@ -76,15 +83,26 @@ def test_export_writes_the_file_with_its_metadata(runs: dict[str, Path]):
     assert len(detect.detector.anchor_sizes) == 5
 
 
-def test_the_box_classifier_is_left_out_of_the_file_with_a_warning(
-    runs: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
-):
+def test_the_box_classifier_goes_to_a_second_file_that_matches_pytorch(runs: dict[str, Path], tmp_path: Path):
+    import onnxruntime
+
     _, meta = read_model_file(runs["detect"] / MODEL_FILE)
     assert "box_classifier" in meta.extra  # trained by default
-    with caplog.at_level("WARNING"):
-        assert main(["export", str(runs["detect"]), "--out", str(tmp_path / "d.onnx")]) == 0
-    assert "box classifier is not exported" in caplog.text
-    assert "box_classifier" not in load_onnx(tmp_path / "d.onnx").meta.model.extra
+    box_file = runs["detect"] / "model.boxes.onnx"
+    assert load_onnx(runs["detect"] / "model.onnx").meta.model.extra["box_classifier_file"] == box_file.name
+    judge = Detector.from_run(runs["detect"], precision="32").box_classifier
+    assert judge is not None
+    torch.manual_seed(0)
+    image = torch.rand(3, 70, 110)
+    boxes = torch.tensor([[5.0, 6.0, 30.0, 20.0], [40.0, 10.0, 109.0, 69.0], [0.0, 0.0, 3.0, 4.0]])
+    expected = judge.probabilities(image, boxes).numpy()
+    session = onnxruntime.InferenceSession(str(box_file), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"image": image[None].numpy(), "boxes": boxes.numpy()})
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    # Without its second file the detector is refused, not silently run on the first stage alone.
+    (tmp_path / "model.onnx").write_bytes((runs["detect"] / "model.onnx").read_bytes())
+    with pytest.raises(RunError, match=r"box classifier of model\.onnx is missing"):
+        OnnxDetector.from_file(tmp_path / "model.onnx")
 
 
 @pytest.mark.parametrize("task", ["classify", "multilabel"])
@@ -106,6 +124,14 @@ def test_label_probabilities_match_pytorch(runs: dict[str, Path], task: str):
     got_files, kept_onnx, _ = exported.predict_files(files)
     assert kept_onnx == kept
     assert np.abs(got_files - expected_files.numpy()).max() < 1e-3
+
+
+def _show_every_box(detector: Detector, exported: OnnxDetector) -> None:
+    """The tiny detector scores no box as high as the box classifier's `min_score`: lower it to
+    0, so that both box classifiers re-score every box and the comparison covers them."""
+    assert detector.box_classifier is not None and exported.box_settings is not None
+    detector.box_classifier.settings = replace(detector.box_classifier.settings, min_score=0.0)
+    exported.box_settings = replace(exported.box_settings, min_score=0.0)
 
 
 def _assert_same_detections(expected: dict, got: dict) -> None:
@@ -133,9 +159,9 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.mark.parametrize("tile", ["never", "auto"])
 def test_detections_match_pytorch(runs: dict[str, Path], tile: str):
-    # The exported file holds the detector alone (see `test_the_box_classifier_is_left_out...`).
-    detector = Detector.from_run(runs["detect"], precision="32", tile=tile, box_classifier=False)
+    detector = Detector.from_run(runs["detect"], precision="32", tile=tile)
     exported = OnnxDetector.from_file(runs["detect"] / "model.onnx", tile=tile)
+    _show_every_box(detector, exported)
     files = expand_image_paths([runs["boards"] / "test"])[:2]
     images = [detector.load(path) for path in files]
     images.append(images[0][:, :100, :75])  # not square: exercises the resize and the padding
@@ -150,11 +176,16 @@ def test_detections_at_two_sizes_match_pytorch(runs: dict[str, Path]):
     trained = Detector.from_run(runs["detect"], precision="32", tile="never")
     sizes = {"detect_sizes": [trained.meta.image_size, 128]}
     detector = Detector(
-        trained.model, replace(trained.meta, extra={**trained.meta.extra, **sizes}), "32", "never"
+        trained.model,
+        replace(trained.meta, extra={**trained.meta.extra, **sizes}),
+        "32",
+        "never",
+        trained.box_classifier,
     )
     onnx_model = load_onnx(runs["detect"] / "model.onnx")
     onnx_model.meta.model = replace(onnx_model.meta.model, extra={**onnx_model.meta.model.extra, **sizes})
     exported = OnnxDetector(onnx_model, tile="never")
+    _show_every_box(detector, exported)
     assert len(exported.sized_settings) == 2
     for path in expand_image_paths([runs["boards"] / "test"])[:2]:
         image = detector.load(path)
@@ -193,7 +224,7 @@ def test_predict_accepts_an_onnx_file(runs: dict[str, Path], tmp_path: Path):
 def test_predict_lists_boxes_for_detect_runs_and_their_export(runs: dict[str, Path], tmp_path: Path, capsys):
     images = runs["boards"] / "test"
     written = {}
-    for name, model in (("run", runs["detect"]), ("onnx", runs["detect"] / "model.onnx")):
+    for name, model in (("run", runs["detect_plain"]), ("onnx", runs["detect_plain"] / "model.onnx")):
         out = tmp_path / f"{name}.json"
         assert main(["predict", str(model), str(images), "--out", str(out), "--min-score", "0.05"]) == 0
         written[name] = json.loads(out.read_text())["predictions"]
@@ -202,7 +233,7 @@ def test_predict_lists_boxes_for_detect_runs_and_their_export(runs: dict[str, Pa
     for detection in written["onnx"][0]["detections"]:
         assert set(detection) == {"class", "score", "box"} and len(detection["box"]) == 4
     csv_out = tmp_path / "boxes.csv"
-    model = str(runs["detect"] / "model.onnx")
+    model = str(runs["detect_plain"] / "model.onnx")
     assert main(["predict", model, str(images), "--out", str(csv_out), "--min-score", "0.05"]) == 0
     header = csv_out.read_text().splitlines()[0]
     assert header == "file,class,score,x0,y0,x1,y1"
@@ -285,19 +316,21 @@ def _xray_pair(folder: Path, height: int, width: int) -> Path:
 
 
 def test_predict_with_an_onnx_file_needs_no_pytorch(runs: dict[str, Path], tmp_path: Path):
-    detect_meta = load_onnx(runs["detect"] / "model.onnx").meta.model
+    detect_meta = load_onnx(runs["detect_plain"] / "model.onnx").meta.model
     tile = tile_side(detect_meta)
     large = _large_board(runs["boards"], tmp_path / "large")
     scan = _xray_pair(tmp_path / "xray", tile, 2 * tile)
     for path in (large, scan):  # both take the tiled path, numpy merge included
         with Image.open(path) as opened:
             assert needs_tiling(opened.width, opened.height, tile)
-    xray_model = _xray_export(runs["detect"] / "model.onnx", tmp_path / "xray.onnx")
+    xray_model = _xray_export(runs["detect_plain"] / "model.onnx", tmp_path / "xray.onnx")
     commands = {
         "classify": [runs["classify"] / "model.onnx", runs["crops"], "--top-k", "3"],
         "multilabel": [runs["multilabel"] / "model.onnx", runs["boards"] / "test"],
-        "detect": [runs["detect"] / "model.onnx", runs["boards"] / "test", large, "--min-score", "0.05"],
+        "detect": [runs["detect_plain"] / "model.onnx", runs["boards"] / "test", large, "--min-score", ".05"],
         "xray": [xray_model, scan, "--min-score", "0.05"],
+        # With its box classifier's second file (which keeps none of a one-epoch detector's boxes).
+        "detect_boxes": [runs["detect"] / "model.onnx", runs["boards"] / "test"],
     }
 
     def argv(name: str, out: Path) -> list[str]:
@@ -320,7 +353,8 @@ def test_predict_with_an_onnx_file_needs_no_pytorch(runs: dict[str, Path], tmp_p
         got = json.loads((edge / f"{name}.json").read_text())
         assert got == expected, name
         assert got["predictions"] and not got["skipped"]
-    boxes = {Path(row["file"]).name: row["detections"] for row in got["predictions"]}
+    xray_rows = json.loads((edge / "xray.json").read_text())["predictions"]
+    boxes = {Path(row["file"]).name: row["detections"] for row in xray_rows}
     assert boxes["scan.high.png"], "no X-ray detections: the comparison would be empty"
     detect_rows = json.loads((edge / "detect.json").read_text())["predictions"]
     assert [row["detections"] for row in detect_rows if row["file"] == str(large)] != [[]]

@@ -285,8 +285,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from ewaste_vision.export.onnx_export import export_onnx
 
-    written = export_onnx(args.run, args.out)
-    print(f"wrote {written}")
+    for written in export_onnx(args.run, args.out):
+        print(f"wrote {written}")
     return 0
 
 

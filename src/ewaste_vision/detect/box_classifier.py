@@ -4,22 +4,22 @@ the image at its own resolution, and gives the probability of each class (and of
 Why: the detector's class scores confuse look-alike parts. On pcb-components most of its `ic`
 false alarms sit on connectors, diodes, inductors and transistors, while a classifier that sees
 the box alone, enlarged to `crop_size`, tells them apart (BENCHMARKS.md, "A second look at each
-box"). A box's new confidence is (detector score x classifier probability of the detector's
-class) ** gamma. The product sets the ranking, so mAP does not depend on gamma; gamma is fitted
-on validation so that confidence 0.5, the cut of 001's precision, recall and F1, is where
-validation F1 peaks. Boxes the detector scored below `min_score` are dropped unclassified: they
-are most of the candidates, cost most of the time and move mAP little.
+box"). How its answer becomes a confidence is `detect.box_scores`, shared with the ONNX detector.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
+from torch import nn
 from torchvision.ops import roi_align
 
+from ewaste_vision.detect.box_scores import BoxClassifierSettings, rescore, score_products
 from ewaste_vision.detect.metrics import DetectionPrediction, count_matches
+from ewaste_vision.detect.tiling import as_arrays, as_tensors
 from ewaste_vision.hardware import autocast
 from ewaste_vision.models.classifier import ImageClassifier
 from ewaste_vision.models.registry import create_backbone
@@ -31,35 +31,16 @@ GAMMA_GRID = tuple(round(0.3 + 0.05 * step, 2) for step in range(25))
 """Exponents tried when fitting gamma (0.3 to 1.5)."""
 
 
-@dataclass(frozen=True)
-class BoxClassifierSettings:
-    """How boxes are cropped and how the classifier's answer becomes a confidence."""
-
-    crop_size: int = 96
-    """Side in pixels of the square each box is resized to."""
-    padding: float = 0.15
-    """Context kept around a box, as a share of its width and height on each side."""
-    min_score: float = 0.3
-    """Detector score below which a box is dropped without being classified."""
-    gamma: float = 1.0
-    """Exponent on (detector score x classifier probability); fitted on validation."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> BoxClassifierSettings:
-        return cls(**{key: values[key] for key in asdict(cls()) if key in values})
-
-
 def box_crops(image: torch.Tensor, boxes: torch.Tensor, crop_size: int, padding: float) -> torch.Tensor:
     """Crops [N, 3, crop_size, crop_size] of float `image` [3, H, W] around pixel `boxes` [N, 4],
-    each widened by `padding` of its size (at least 2 px) on every side, bilinear (RoIAlign)."""
+    each widened by `padding` of its size (at least 2 px) on every side, bilinear (RoIAlign).
+
+    Written with tensor operations only, so that the exported graph keeps N free."""
     sizes = (boxes[:, 2:] - boxes[:, :2]).clamp(min=0)  # [N, 2] width, height
     margin = (sizes * padding).clamp(min=2.0)
     widened = torch.cat([boxes[:, :2] - margin, boxes[:, 2:] + margin], dim=1)
-    rois = torch.cat([torch.zeros(len(boxes), 1, dtype=widened.dtype), widened], dim=1)  # [N, 5]
-    return roi_align(image[None].float(), rois.float(), crop_size, sampling_ratio=2, aligned=True)
+    rois = torch.cat([torch.zeros_like(widened[:, :1]), widened], dim=1).float()  # [N, 5]
+    return roi_align(image[None].float(), rois, crop_size, sampling_ratio=2, aligned=True)
 
 
 def build_box_network(
@@ -68,6 +49,31 @@ def build_box_network(
     """The classifier network: the backbone with a head over the classes and background (last)."""
     network, _ = create_backbone(backbone, pretrained=pretrained, weights=weights)
     return ImageClassifier(network, num_classes + 1)
+
+
+class BoxProbabilities(nn.Module):
+    """Image [1, 3, H, W] in [0, 1] and pixel boxes [N, 4] -> class probabilities [N, C + 1]
+    (background last): crop, normalise, classify. The ONNX export traces this module."""
+
+    def __init__(
+        self,
+        network: ImageClassifier,
+        settings: BoxClassifierSettings,
+        mean: tuple[float, ...] | list[float],
+        std: tuple[float, ...] | list[float],
+    ) -> None:
+        super().__init__()
+        self.network = network.eval()
+        self.settings = settings
+        self.mean: torch.Tensor
+        self.std: torch.Tensor
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def forward(self, image: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        crops = box_crops(image[0], boxes, self.settings.crop_size, self.settings.padding)
+        inputs = ((crops - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+        return self.network(inputs).float().softmax(dim=-1)
 
 
 class BoxClassifier:
@@ -82,46 +88,36 @@ class BoxClassifier:
         bf16: bool = False,
         batch_size: int = 64,
     ) -> None:
-        self.network = network.eval().to(memory_format=torch.channels_last)
+        self.module = BoxProbabilities(network.to(memory_format=torch.channels_last), settings, mean, std)
         self.settings = settings
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
         self.bf16 = bf16
         self.batch_size = batch_size
+
+    @property
+    def network(self) -> ImageClassifier:
+        return self.module.network
 
     @torch.inference_mode()
     def probabilities(self, image: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         """Class probabilities [N, C + 1] (background last) of `boxes` [N, 4] in `image` [3, H, W]."""
-        parts = []
+        parts = [torch.zeros(0, self.network.head.out_features)]
         for start in range(0, len(boxes), self.batch_size):
-            chunk = boxes[start : start + self.batch_size].cpu()
-            crops = box_crops(image.cpu(), chunk, self.settings.crop_size, self.settings.padding)
-            inputs = ((crops - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
             with autocast(self.bf16):
-                parts.append(self.network(inputs).float().softmax(dim=-1))
-        if not parts:
-            return torch.zeros(0, self.network.head.out_features)
+                parts.append(self.module(image[None].cpu(), boxes[start : start + self.batch_size].cpu()))
         return torch.cat(parts)
 
     def products(self, image: torch.Tensor, found: DetectionPrediction) -> DetectionPrediction:
         """The boxes at or above `min_score`, scored by detector score x classifier probability."""
-        keep = found["scores"] >= self.settings.min_score
-        boxes, scores, labels = found["boxes"][keep], found["scores"][keep], found["labels"][keep]
-        # FCOS gives one box per location and a score per class, so a box recurs once for each
-        # class it scores for: each distinct box is classified once.
-        distinct, which = torch.unique(boxes, dim=0, return_inverse=True)
-        probs = self.probabilities(image, distinct).to(scores.device)[which]
-        agreed = probs[torch.arange(len(labels)), labels] if len(labels) else scores
-        product = scores * agreed
-        order = torch.argsort(product, descending=True)
-        return DetectionPrediction(boxes=boxes[order], scores=product[order], labels=labels[order])
+        scored = score_products(as_arrays(found), self._classify_in(image), self.settings.min_score)
+        return as_tensors(scored, found["scores"].device)
 
     def rescore(self, image: torch.Tensor, found: DetectionPrediction) -> DetectionPrediction:
         """One image's detections with confidences (score x probability) ** gamma."""
-        scored = self.products(image, found)
-        return DetectionPrediction(
-            boxes=scored["boxes"], scores=scored["scores"] ** self.settings.gamma, labels=scored["labels"]
-        )
+        rescored = rescore(as_arrays(found), self._classify_in(image), self.settings)
+        return as_tensors(rescored, found["scores"].device)
+
+    def _classify_in(self, image: torch.Tensor) -> Callable[[np.ndarray], np.ndarray]:
+        return lambda boxes: self.probabilities(image, torch.from_numpy(boxes)).numpy()
 
 
 def fit_gamma(

@@ -25,11 +25,11 @@ from ewaste_vision.data.records import ImageRecord
 from ewaste_vision.detect.box_classifier import (
     STATE_PREFIX,
     BoxClassifier,
-    BoxClassifierSettings,
     box_crops,
     build_box_network,
     fit_gamma,
 )
+from ewaste_vision.detect.box_scores import BoxClassifierSettings
 from ewaste_vision.detect.data import boxes_to_pixels, input_tensor
 from ewaste_vision.models.classifier import ImageClassifier, frozen_batchnorm_modules, set_trainable
 from ewaste_vision.runs import ModelMeta

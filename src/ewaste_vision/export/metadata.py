@@ -25,6 +25,11 @@ from ewaste_vision.model_meta import ModelMeta
 ONNX_FORMAT = "ewaste-vision-onnx/1"
 INPUT_NAME = "images"
 PROBABILITIES = "probabilities"
+BOX_SUFFIX = ".boxes.onnx"
+"""A detector's box classifier goes to a second file beside it: `model.onnx` -> `model.boxes.onnx`."""
+BOX_IMAGE = "image"
+BOX_BOXES = "boxes"
+"""Inputs of the box-classifier file: one image [1, 3, H, W] in [0, 1] and pixel boxes [N, 4]."""
 
 _PLAIN_KEYS = ("format", "version", "task", "backbone")
 _JSON_KEYS = ("class_names", "image_size", "mean", "std", "detector")

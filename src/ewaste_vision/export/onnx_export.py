@@ -1,4 +1,4 @@
-"""`export_onnx`: a run's model as one self-describing ONNX file.
+"""`export_onnx`: a run's model as one self-describing ONNX file (a detector with a box classifier: two).
 
 The exporter is torch's TorchScript-based one (`dynamo=False`). The default (torch.export-based)
 exporter gives the same graphs and outputs, but needs the `onnxscript` package, which the toolkit
@@ -7,7 +7,6 @@ does not depend on, and takes seconds where this takes a fraction of one.
 
 from __future__ import annotations
 
-import logging
 import warnings
 from pathlib import Path
 
@@ -16,26 +15,34 @@ from torch import nn
 
 from ewaste_vision.errors import UserError
 from ewaste_vision.export.graphs import FcosHeadGraph, ProbabilityGraph, level_output_names
-from ewaste_vision.export.metadata import INPUT_NAME, PROBABILITIES, FcosSettings, OnnxMeta
+from ewaste_vision.export.metadata import (
+    BOX_BOXES,
+    BOX_IMAGE,
+    BOX_SUFFIX,
+    INPUT_NAME,
+    ONNX_FORMAT,
+    PROBABILITIES,
+    FcosSettings,
+    OnnxMeta,
+)
 from ewaste_vision.io.atomic import atomic_path
 from ewaste_vision.runs import MODEL_FILE, ModelMeta, read_model_file, resolve_run_dir
-
-log = logging.getLogger(__name__)
 
 OPSET = 17
 FORMATS = ("onnx",)
 """Export formats `ewaste export` offers."""
 
 
-def export_onnx(run_dir: Path | str, out: Path | str | None = None) -> Path:
-    """Write the model of `run_dir` to `out` (default `RUN/model.onnx`) atomically.
+def export_onnx(run_dir: Path | str, out: Path | str | None = None) -> list[Path]:
+    """Write the model of `run_dir` to `out` (default `RUN/model.onnx`) atomically; a detector's
+    box classifier goes beside it (`model.boxes.onnx`).
 
     Args:
         run_dir: a run directory with a trained `model.pt` of any task.
         out: the ONNX file to write.
 
     Returns:
-        The path written.
+        The paths written, the model's first.
 
     Raises:
         UserError: the run is missing or damaged, or onnx is not installed.
@@ -45,9 +52,35 @@ def export_onnx(run_dir: Path | str, out: Path | str | None = None) -> Path:
     target = Path(out) if out is not None else run / "model.onnx"
     graph, example, outputs, dynamic_axes, onnx_meta = _graph_for(state, meta, run / MODEL_FILE)
     try:
-        import onnx
+        import onnx  # noqa: F401
     except ImportError as exc:
         raise UserError("ONNX export needs the onnx package: pip install onnx onnxruntime") from exc
+    written: list[Path] = []
+    if meta.task == "detect" and "box_classifier" in meta.extra:
+        # A second file: its graph takes a whole image and boxes, the detector's an image batch.
+        box_file = target.with_name(f"{target.stem}{BOX_SUFFIX}")
+        onnx_meta.model.extra["box_classifier_file"] = box_file.name
+        box_graph, box_inputs, box_axes = _box_classifier_graph(state, meta)
+        box_props = {"format": ONNX_FORMAT, "role": f"box classifier of {target.name}"}
+        _write(box_graph, box_inputs, box_file, list(box_axes)[:2], [PROBABILITIES], box_axes, box_props)
+        written.append(box_file)
+    _write(graph, (example,), target, [INPUT_NAME], outputs, dynamic_axes, onnx_meta.to_props())
+    return [target, *written]
+
+
+def _write(
+    graph: nn.Module,
+    inputs: tuple[torch.Tensor, ...],
+    target: Path,
+    input_names: list[str],
+    output_names: list[str],
+    dynamic_axes: dict[str, dict[int, str]],
+    props: dict[str, str],
+) -> None:
+    """Trace `graph` on `inputs` into the ONNX file `target` (atomically), with `props` as its
+    metadata."""
+    import onnx
+
     with atomic_path(target) as tmp, torch.no_grad(), warnings.catch_warnings():
         # The TorchScript exporter warns that it is deprecated on every call (see the module
         # docstring), and GroupNorm's batch-size check warns that tracing fixes its shape test,
@@ -56,21 +89,40 @@ def export_onnx(run_dir: Path | str, out: Path | str | None = None) -> Path:
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(
             graph,
-            (example,),
+            inputs,
             str(tmp),
             dynamo=False,
-            input_names=[INPUT_NAME],
-            output_names=outputs,
+            input_names=input_names,
+            output_names=output_names,
             dynamic_axes=dynamic_axes,
             opset_version=OPSET,
         )
         model = onnx.load(str(tmp))
-        for key, value in onnx_meta.to_props().items():
+        for key, value in props.items():
             entry = model.metadata_props.add()
             entry.key, entry.value = key, value
         onnx.checker.check_model(model)
         onnx.save(model, str(tmp))
-    return target
+
+
+def _box_classifier_graph(
+    state: dict[str, torch.Tensor], meta: ModelMeta
+) -> tuple[nn.Module, tuple[torch.Tensor, ...], dict[str, dict[int, str]]]:
+    """The box classifier as `BoxProbabilities` (image and boxes in, probabilities out), example
+    inputs, and its dynamic axes (inputs first)."""
+    from ewaste_vision.detect.box_classifier import BoxProbabilities, load_box_classifier
+
+    loaded = load_box_classifier(state, meta)
+    assert loaded is not None
+    graph = BoxProbabilities(loaded.network.float(), loaded.settings, meta.mean, meta.std).eval()
+    image = torch.rand(1, 3, 90, 120)  # [1, 3, H, W]
+    boxes = torch.tensor([[10.0, 12.0, 40.0, 30.0], [50.0, 20.0, 110.0, 80.0], [0.0, 0.0, 5.0, 7.0]])
+    axes = {
+        BOX_IMAGE: {2: "height", 3: "width"},
+        BOX_BOXES: {0: "boxes"},
+        PROBABILITIES: {0: "boxes"},
+    }
+    return graph, (image, boxes), axes
 
 
 def _graph_for(
@@ -98,11 +150,6 @@ def _detector_graph(
     detector = load_detector(detector_state(state), meta, meta.backbone)
     detector.eval()
     extra = dict(meta.extra)
-    if extra.pop("box_classifier", None):
-        log.warning(
-            "the run's box classifier is not exported: the ONNX file gives the detector's own scores "
-            "(lower mAP; BENCHMARKS.md, 'A second look at each box')"
-        )
     transform = detector.transform
     settings = FcosSettings(
         min_size=int(transform.min_size[-1]),

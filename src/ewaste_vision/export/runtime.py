@@ -7,7 +7,7 @@ agree to float rounding.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -16,12 +16,13 @@ import numpy as np
 from PIL import Image
 
 from ewaste_vision.data.images import load_rgb, shrink_for_cache
+from ewaste_vision.detect.box_scores import BoxClassifierSettings, rescore
 from ewaste_vision.detect.facts import DetectorFacts, tile_side
 from ewaste_vision.detect.scales import detect_sizes, merge_sizes
 from ewaste_vision.detect.tiling import detect_images, detect_tiled_arrays
 from ewaste_vision.errors import RunError, UnreadableImageError, UserError
 from ewaste_vision.export import fcos_numpy
-from ewaste_vision.export.metadata import INPUT_NAME, FcosSettings, OnnxMeta
+from ewaste_vision.export.metadata import BOX_BOXES, BOX_IMAGE, INPUT_NAME, FcosSettings, OnnxMeta
 
 NumpyDetections = dict[str, np.ndarray]
 """`boxes` [N, 4] float32 xyxy pixels, `scores` [N] float32, `labels` [N] int64, best first."""
@@ -34,6 +35,7 @@ class OnnxModel:
     session: Any
     meta: OnnxMeta
     path: Path
+    threads: int | None = None
 
 
 def is_onnx_file(path: Path | str) -> bool:
@@ -59,16 +61,20 @@ def load_onnx(path: Path | str, threads: int | None = None) -> OnnxModel:
         import onnxruntime
     except ImportError as exc:
         raise UserError("running ONNX files needs onnxruntime: pip install onnxruntime") from exc
+    session = _session(onnxruntime, path, threads)
+    props = dict(session.get_modelmeta().custom_metadata_map)
+    return OnnxModel(session, OnnxMeta.from_props(props, path), path, threads)
+
+
+def _session(onnxruntime: Any, path: Path, threads: int | None) -> Any:
     options = onnxruntime.SessionOptions()
     if threads is not None:
         options.intra_op_num_threads = threads
     try:
-        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     # onnxruntime's errors (InvalidProtobuf, InvalidGraph, Fail, ...) share no base class but Exception.
     except Exception as exc:
         raise RunError(f"{path}: not a readable ONNX model ({type(exc).__name__}); export it again") from exc
-    props = dict(session.get_modelmeta().custom_metadata_map)
-    return OnnxModel(session, OnnxMeta.from_props(props, path), path)
 
 
 class OnnxClassifier:
@@ -134,6 +140,20 @@ class OnnxDetector(DetectorFacts):
         self.sized_settings = [
             replace(self.settings, min_size=size, max_size=size) for size in detect_sizes(self.meta)
         ]
+        # The run's box classifier, exported to a second file beside this one.
+        box = self.meta.extra.get("box_classifier")
+        self.box_settings = BoxClassifierSettings.from_dict(box) if box else None
+        self.box_session: Any = None
+        if self.box_settings is not None:
+            box_path = model.path.with_name(str(self.meta.extra.get("box_classifier_file", "")))
+            if not box_path.is_file() or box_path == model.path:
+                raise RunError(
+                    f"{box_path}: the box classifier of {model.path.name} is missing; keep the two "
+                    "files together, or export the run again"
+                )
+            import onnxruntime
+
+            self.box_session = _session(onnxruntime, box_path, model.threads)
 
     @classmethod
     def from_file(cls, path: Path | str, tile: str = "auto", threads: int | None = None) -> OnnxDetector:
@@ -184,7 +204,7 @@ class OnnxDetector(DetectorFacts):
     def detect(self, images: Sequence[np.ndarray], batch_size: int = 4) -> list[NumpyDetections]:
         """Detections per image; images much larger than the input size are cut into tiles
         (`tile="auto"`), or always (`"always"`) or never (`"never"`), as `Detector.detect` does."""
-        return detect_images(
+        found = detect_images(
             images,
             self.detect_batch,
             lambda image: self._detect_tiled(image, batch_size),
@@ -192,6 +212,22 @@ class OnnxDetector(DetectorFacts):
             tile_side(self.meta),
             batch_size,
         )
+        if self.box_settings is None:
+            return found
+        return [
+            rescore(boxes, self._box_probabilities(image), self.box_settings)
+            for image, boxes in zip(images, found, strict=True)
+        ]
+
+    def _box_probabilities(self, image: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        """Boxes [N, 4] -> their class probabilities [N, C + 1] in `image`, by the box classifier."""
+        batch = np.ascontiguousarray(np.asarray(image, np.float32)[None])
+
+        def classify(boxes: np.ndarray) -> np.ndarray:
+            feed = {BOX_IMAGE: batch, BOX_BOXES: np.ascontiguousarray(boxes, np.float32)}
+            return np.asarray(self.box_session.run(None, feed)[0])
+
+        return classify
 
     def _detect_tiled(self, image: np.ndarray, batch_size: int) -> NumpyDetections:
         # The tile merge is the toolkit's one implementation, shared with `Detector`; only the
