@@ -5,11 +5,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ewaste_vision.config import TrainConfig
 from ewaste_vision.data.records import ImageRecord, ObjectBox
 from ewaste_vision.detect.box_classifier import BoxClassifier, box_crops, fit_gamma
-from ewaste_vision.detect.box_classifier_train import BoxCropDataset
+from ewaste_vision.detect.box_classifier_train import BoxCropDataset, add_box_classifier
 from ewaste_vision.detect.box_scores import BoxClassifierSettings
 from ewaste_vision.detect.metrics import DetectionPrediction
+from ewaste_vision.runs import ModelMeta
 
 
 def _square_image() -> torch.Tensor:
@@ -93,3 +95,23 @@ def test_crop_dataset_gives_each_labelled_box_and_background(tmp_path, make_imag
     assert torch.equal(val[2][0], val[2][0])
     train = BoxCropDataset([record], 2, settings, (0.5,) * 3, (0.5,) * 3, augment=True)
     assert train[0][1] == 1 and train[2][1] == 2
+
+
+def test_no_box_classifier_without_labelled_boxes_to_learn_from(tmp_path, make_image):
+    empty = ImageRecord(path=make_image(tmp_path / "a.png", seed=0), label=-1)
+    meta = ModelMeta("detect", ["ic"], "tiny", 64, (0.5,) * 3, (0.5,) * 3)
+    state = {"weight": torch.ones(1)}
+    config = TrainConfig(data=str(tmp_path), out=str(tmp_path / "run"))
+    kept, facts = add_box_classifier(
+        None,
+        state,
+        meta,
+        {"train": [empty], "val": [empty]},
+        config,
+        tmp_path,
+        "cpu",
+        False,
+        False,  # type: ignore[arg-type]
+    )
+    assert kept is state and "box_classifier" not in meta.extra
+    assert facts["box_classifier"].startswith("not trained")

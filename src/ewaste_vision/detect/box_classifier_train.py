@@ -49,7 +49,7 @@ CACHE_SIDE = 1600
 class BoxCropDataset(Dataset[tuple[torch.Tensor, int]]):
     """(crop [3, S, S] normalised, class index) pairs; background is class `len(class_names)`.
 
-    Items are every labelled box, then `background_share` as many background crops. Training
+    Items are every labelled box, then `BACKGROUND_SHARE` as many background crops. Training
     crops jitter their box and are flipped, turned and (photos only) recoloured; validation
     crops are fixed by `seed`.
     """
@@ -244,6 +244,9 @@ def add_box_classifier(
     """Train the box classifier for a trained `detector`, fit its gamma on validation, and return
     the run's state with its weights (`meta.extra` gains its settings) and facts for the report."""
     started = time.perf_counter()
+    if not all(any(record.boxes for record in records[split]) for split in ("train", "val")):
+        # Nothing to learn from, or no validation loss to choose an epoch by.
+        return state, {"box_classifier": "not trained: the train or val split has no labelled boxes"}
     # One process: under DDP only rank 0 gets here, after the detector's training.
     single = replace(config, devices=1)
     network = train_box_classifier(records, meta, single, stage_dir, device, bf16, progress)
