@@ -21,6 +21,7 @@ from typing import Any
 
 from _common import RESULTS_DIR, describe, machine_facts, print_table, write_json
 from ewaste_vision.config import TrainConfig
+from ewaste_vision.data.records import ImageRecord
 from ewaste_vision.data.split_file import read_split_file
 from ewaste_vision.detect.box_classifier import detector_state
 from ewaste_vision.detect.box_classifier_train import add_box_classifier
@@ -29,7 +30,7 @@ from ewaste_vision.detect.metrics import detection_metrics
 from ewaste_vision.detect.model import load_detector
 from ewaste_vision.detect.predictor import Detector
 from ewaste_vision.hardware import configure_threads, use_bf16
-from ewaste_vision.runs import MODEL_FILE, read_model_file, save_model
+from ewaste_vision.runs import MODEL_FILE, ModelMeta, read_model_file, save_model
 
 
 def main() -> None:
@@ -42,20 +43,20 @@ def main() -> None:
     args = parser.parse_args()
     configure_threads()
     facts = machine_facts()
-    _, meta = read_model_file(args.run / MODEL_FILE)
+    state, meta = read_model_file(args.run / MODEL_FILE)
+    records = read_split_file(args.run / "split.csv")
     with_boxes = args.run
     training: dict[str, Any] = {}
     if "box_classifier" not in meta.extra:
         if args.save is None:
             parser.error("this run has no box classifier: give --save DIR for the run with one")
-        with_boxes = _add_to_copy(args.run, args.save, training)
-    records = read_split_file(args.run / "split.csv")
+        training = _add_to_copy(args.run, args.save, state, meta, records)
+        with_boxes = args.save
     test = [r for r in records if r.split == "test"]
+    full = Detector.from_run(with_boxes)
+    alone = Detector(full.model, full.meta)
     rows = []
-    for name, detector in (
-        ("detector alone", Detector.from_run(with_boxes, box_classifier=False)),
-        ("with box classifier", Detector.from_run(with_boxes)),
-    ):
+    for name, detector in (("detector alone", alone), ("with box classifier", full)):
         started = time.perf_counter()
         predictions, truths, _, _ = predict_records(detector, test)
         seconds = time.perf_counter() - started
@@ -80,7 +81,7 @@ def main() -> None:
         {
             "run": str(args.run),
             "saved": str(with_boxes),
-            "settings": Detector.from_run(with_boxes).meta.extra.get("box_classifier"),
+            "settings": full.meta.extra.get("box_classifier"),
             "training": training,
             "machine": facts,
             "rows": rows,
@@ -88,22 +89,22 @@ def main() -> None:
     )
 
 
-def _add_to_copy(run: Path, save: Path, training: dict[str, Any]) -> Path:
-    """Copy `run` to `save` and give the copy a box classifier trained as `ewaste train` does."""
-    state, meta = read_model_file(run / MODEL_FILE)
+def _add_to_copy(
+    run: Path, save: Path, state: dict[str, Any], meta: ModelMeta, records: list[ImageRecord]
+) -> dict[str, Any]:
+    """Copy `run` to `save`, give the copy a box classifier trained as `ewaste train` does, and
+    return what its training reports."""
     if save.exists():
         shutil.rmtree(save)
     shutil.copytree(run, save, ignore=shutil.ignore_patterns("checkpoints", "repeats"))
     detector = load_detector(detector_state(state), meta, run / MODEL_FILE)
-    records = read_split_file(run / "split.csv")
     splits = {split: [r for r in records if r.split == split] for split in ("train", "val")}
     config = TrainConfig(data=str(run), out=str(save))
     merged, facts = add_box_classifier(
         detector, state, meta, splits, config, save / "box_classifier", "cpu", use_bf16("auto"), True
     )
     save_model(save, merged, meta)
-    training.update(facts)
-    return save
+    return facts
 
 
 def _show(value: Any) -> str:

@@ -7,7 +7,7 @@ from torch import nn
 
 from ewaste_vision.config import TrainConfig
 from ewaste_vision.data.records import ImageRecord, ObjectBox
-from ewaste_vision.detect.box_classifier import BoxClassifier, box_crops, fit_gamma
+from ewaste_vision.detect.box_classifier import BoxClassifier, BoxProbabilities, box_crops, fit_gamma
 from ewaste_vision.detect.box_classifier_train import BoxCropDataset, add_box_classifier
 from ewaste_vision.detect.box_scores import BoxClassifierSettings
 from ewaste_vision.detect.metrics import DetectionPrediction
@@ -48,7 +48,8 @@ class _RedMeansClassZero(nn.Module):
 
 def test_rescore_keeps_agreed_boxes_drops_disputed_ones_and_skips_weak_ones():
     settings = BoxClassifierSettings(crop_size=8, padding=0.0, min_score=0.4, gamma=0.5)
-    judge = BoxClassifier(_RedMeansClassZero(), settings, mean=(0, 0, 0), std=(1, 1, 1))  # type: ignore[arg-type]
+    network = _RedMeansClassZero()
+    judge = BoxClassifier(BoxProbabilities(network, settings, mean=(0, 0, 0), std=(1, 1, 1)))  # type: ignore[arg-type]
     found = DetectionPrediction(
         boxes=torch.tensor([[60.0, 45.0, 75.0, 55.0], [12.0, 22.0, 48.0, 38.0], [15.0, 25.0, 30.0, 35.0]]),
         scores=torch.tensor([0.9, 0.81, 0.3]),

@@ -9,15 +9,13 @@ box"). How its answer becomes a confidence is `detect.box_scores`, shared with t
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torchvision.ops import roi_align
 
-from ewaste_vision.detect.box_scores import BoxClassifierSettings, rescore, score_products
+from ewaste_vision.detect.box_scores import BoxClassifierSettings, rescore
 from ewaste_vision.detect.metrics import DetectionPrediction, count_matches
 from ewaste_vision.detect.tiling import as_arrays, as_tensors
 from ewaste_vision.hardware import autocast
@@ -77,19 +75,11 @@ class BoxProbabilities(nn.Module):
 
 
 class BoxClassifier:
-    """A trained box classifier with its settings; `rescore` applies it to one image's boxes."""
+    """A trained box classifier (`BoxProbabilities`, which holds its settings) run in batches;
+    `rescore` applies it to one image's boxes."""
 
-    def __init__(
-        self,
-        network: ImageClassifier,
-        settings: BoxClassifierSettings,
-        mean: tuple[float, ...] | list[float],
-        std: tuple[float, ...] | list[float],
-        bf16: bool = False,
-        batch_size: int = 64,
-    ) -> None:
-        self.module = BoxProbabilities(network.to(memory_format=torch.channels_last), settings, mean, std)
-        self.settings = settings
+    def __init__(self, module: BoxProbabilities, bf16: bool = False, batch_size: int = 64) -> None:
+        self.module = module.eval().to(memory_format=torch.channels_last)
         self.bf16 = bf16
         self.batch_size = batch_size
 
@@ -97,35 +87,36 @@ class BoxClassifier:
     def network(self) -> ImageClassifier:
         return self.module.network
 
+    @property
+    def settings(self) -> BoxClassifierSettings:
+        return self.module.settings
+
+    @settings.setter
+    def settings(self, settings: BoxClassifierSettings) -> None:
+        self.module.settings = settings
+
     @torch.inference_mode()
     def probabilities(self, image: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         """Class probabilities [N, C + 1] (background last) of `boxes` [N, 4] in `image` [3, H, W]."""
+        batch, boxes = image[None].cpu(), boxes.cpu()
         parts = [torch.zeros(0, self.network.head.out_features)]
         for start in range(0, len(boxes), self.batch_size):
             with autocast(self.bf16):
-                parts.append(self.module(image[None].cpu(), boxes[start : start + self.batch_size].cpu()))
+                parts.append(self.module(batch, boxes[start : start + self.batch_size]))
         return torch.cat(parts)
-
-    def products(self, image: torch.Tensor, found: DetectionPrediction) -> DetectionPrediction:
-        """The boxes at or above `min_score`, scored by detector score x classifier probability."""
-        scored = score_products(as_arrays(found), self._classify_in(image), self.settings.min_score)
-        return as_tensors(scored, found["scores"].device)
 
     def rescore(self, image: torch.Tensor, found: DetectionPrediction) -> DetectionPrediction:
         """One image's detections with confidences (score x probability) ** gamma."""
-        rescored = rescore(as_arrays(found), self._classify_in(image), self.settings)
-        return as_tensors(rescored, found["scores"].device)
-
-    def _classify_in(self, image: torch.Tensor) -> Callable[[np.ndarray], np.ndarray]:
-        return lambda boxes: self.probabilities(image, torch.from_numpy(boxes)).numpy()
+        classify = lambda boxes: self.probabilities(image, torch.from_numpy(boxes)).numpy()  # noqa: E731
+        return as_tensors(rescore(as_arrays(found), classify, self.settings), found["scores"].device)
 
 
 def fit_gamma(
     products: list[DetectionPrediction], truths: list[dict[str, torch.Tensor]], num_classes: int
 ) -> tuple[float, float]:
     """The gamma of `GAMMA_GRID` whose confidences give the best micro-F1 at 0.5 on `products`
-    (validation boxes scored by `BoxClassifier.products`), and that F1. Ties keep the gamma
-    nearest 1 (confidences closest to the plain product)."""
+    (validation boxes scored by a `BoxClassifier` with gamma 1: score x probability), and that
+    F1. Ties keep the gamma nearest 1 (confidences closest to the plain product)."""
     best = (1.0, -1.0)
     for gamma in sorted(GAMMA_GRID, key=lambda g: abs(g - 1.0)):
         cut = 0.5 ** (1.0 / gamma)  # product > cut  <=>  product ** gamma > 0.5
@@ -150,7 +141,8 @@ def load_box_classifier(
     network.load_state_dict(
         {key[len(STATE_PREFIX) :]: value for key, value in state.items() if key.startswith(STATE_PREFIX)}
     )
-    return BoxClassifier(network, BoxClassifierSettings.from_dict(settings), meta.mean, meta.std, bf16)
+    module = BoxProbabilities(network, BoxClassifierSettings.from_dict(settings), meta.mean, meta.std)
+    return BoxClassifier(module, bf16)
 
 
 def detector_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

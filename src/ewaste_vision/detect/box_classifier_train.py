@@ -21,10 +21,12 @@ from torchvision.ops import box_iou
 from torchvision.transforms import v2
 
 from ewaste_vision.config import TrainConfig
+from ewaste_vision.data.images import load_rgb
 from ewaste_vision.data.records import ImageRecord
 from ewaste_vision.detect.box_classifier import (
     STATE_PREFIX,
     BoxClassifier,
+    BoxProbabilities,
     box_crops,
     build_box_network,
     fit_gamma,
@@ -85,13 +87,15 @@ class BoxCropDataset(Dataset[tuple[torch.Tensor, int]]):
         """Record `index`'s image ([3, H, W], uint8 photos or float X-ray) and its pixel boxes."""
         if index not in self._cache:
             record = self.records[index]
-            image = input_tensor(record.path, self.modality)
+            image = (
+                input_tensor(record.path, self.modality)
+                if self.modality == "xray"
+                else v2.functional.pil_to_tensor(load_rgb(record.path))
+            )
             scale = CACHE_SIDE / max(image.shape[-2:])
             if scale < 1:
                 size = [round(image.shape[-2] * scale), round(image.shape[-1] * scale)]
                 image = v2.functional.resize(image, size, antialias=True)
-            if self.modality == "rgb":
-                image = (image * 255).round().to(torch.uint8)
             truth = boxes_to_pixels(record.boxes, image.shape[-1], image.shape[-2])
             self._cache[index] = (image, truth)
         return self._cache[index]
@@ -218,14 +222,11 @@ def fit_box_confidence(
     from ewaste_vision.detect.evaluate import predict_records
     from ewaste_vision.detect.predictor import Detector
 
-    settings = settings or BoxClassifierSettings()
+    # At gamma 1 the detector's confidences are the products that gamma is fitted on.
+    settings = replace(settings or BoxClassifierSettings(), gamma=1.0)
     plain = Detector(detector, meta)
-    judge = BoxClassifier(network, settings, meta.mean, meta.std, plain.bf16)
-    found, truths, kept, _ = predict_records(plain, val_records)
-    products = [
-        judge.products(plain.load(record.path), detections)
-        for record, detections in zip(kept, found, strict=True)
-    ]
+    plain.box_classifier = BoxClassifier(BoxProbabilities(network, settings, meta.mean, meta.std), plain.bf16)
+    products, truths, _, _ = predict_records(plain, val_records)
     gamma, f1 = fit_gamma(products, truths, len(meta.class_names))
     return replace(settings, gamma=gamma), {"gamma": gamma, "validation_f1": round(f1, 4)}
 

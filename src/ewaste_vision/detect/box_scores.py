@@ -40,12 +40,15 @@ class BoxClassifierSettings:
         return cls(**{key: values[key] for key in asdict(cls()) if key in values})
 
 
-def score_products(
-    found: Mapping[str, np.ndarray], classify: Callable[[np.ndarray], np.ndarray], min_score: float
+def rescore(
+    found: Mapping[str, np.ndarray],
+    classify: Callable[[np.ndarray], np.ndarray],
+    settings: BoxClassifierSettings,
 ) -> ArrayDetections:
-    """The boxes scored `min_score` or more, scored by detector score x the probability `classify`
-    (boxes [M, 4] -> probabilities [M, C + 1]) gives their class, best first."""
-    keep = found["scores"] >= min_score
+    """One image's detections scored `min_score` or more, with confidences (detector score x the
+    probability `classify` (boxes [M, 4] -> probabilities [M, C + 1]) gives their class) ** gamma,
+    best first."""
+    keep = found["scores"] >= settings.min_score
     boxes, scores, labels = found["boxes"][keep], found["scores"][keep], found["labels"][keep]
     if not len(boxes):
         return {"boxes": boxes, "scores": scores, "labels": labels}
@@ -53,16 +56,7 @@ def score_products(
     # it scores for: each distinct box is classified once.
     distinct, which = np.unique(boxes, axis=0, return_inverse=True)
     probs = classify(distinct)[which.reshape(-1)]  # [N, C + 1]
-    product = (scores * probs[np.arange(len(labels)), labels]).astype(np.float32)
+    product = scores * probs[np.arange(len(labels)), labels]
     order = np.argsort(-product, kind="stable")
-    return {"boxes": boxes[order], "scores": product[order], "labels": labels[order]}
-
-
-def rescore(
-    found: Mapping[str, np.ndarray],
-    classify: Callable[[np.ndarray], np.ndarray],
-    settings: BoxClassifierSettings,
-) -> ArrayDetections:
-    """One image's detections with confidences (score x probability) ** gamma (`score_products`)."""
-    scored = score_products(found, classify, settings.min_score)
-    return {**scored, "scores": (scored["scores"] ** settings.gamma).astype(np.float32)}
+    confidence = (product[order] ** settings.gamma).astype(np.float32)
+    return {"boxes": boxes[order], "scores": confidence, "labels": labels[order]}

@@ -62,7 +62,7 @@ def export_onnx(run_dir: Path | str, out: Path | str | None = None) -> list[Path
         onnx_meta.model.extra["box_classifier_file"] = box_file.name
         box_graph, box_inputs, box_axes = _box_classifier_graph(state, meta)
         box_props = {"format": ONNX_FORMAT, "role": f"box classifier of {target.name}"}
-        _write(box_graph, box_inputs, box_file, list(box_axes)[:2], [PROBABILITIES], box_axes, box_props)
+        _write(box_graph, box_inputs, box_file, [BOX_IMAGE, BOX_BOXES], [PROBABILITIES], box_axes, box_props)
         written.append(box_file)
     _write(graph, (example,), target, [INPUT_NAME], outputs, dynamic_axes, onnx_meta.to_props())
     return [target, *written]
@@ -108,13 +108,13 @@ def _write(
 def _box_classifier_graph(
     state: dict[str, torch.Tensor], meta: ModelMeta
 ) -> tuple[nn.Module, tuple[torch.Tensor, ...], dict[str, dict[int, str]]]:
-    """The box classifier as `BoxProbabilities` (image and boxes in, probabilities out), example
-    inputs, and its dynamic axes (inputs first)."""
-    from ewaste_vision.detect.box_classifier import BoxProbabilities, load_box_classifier
+    """The box classifier's `BoxProbabilities` (image and boxes in, probabilities out), example
+    inputs, and its dynamic axes."""
+    from ewaste_vision.detect.box_classifier import load_box_classifier
 
     loaded = load_box_classifier(state, meta)
     assert loaded is not None
-    graph = BoxProbabilities(loaded.network.float(), loaded.settings, meta.mean, meta.std).eval()
+    graph = loaded.module.float().eval()
     image = torch.rand(1, 3, 90, 120)  # [1, 3, H, W]
     boxes = torch.tensor([[10.0, 12.0, 40.0, 30.0], [50.0, 20.0, 110.0, 80.0], [0.0, 0.0, 5.0, 7.0]])
     axes = {

@@ -145,7 +145,8 @@ class OnnxDetector(DetectorFacts):
         self.box_settings = BoxClassifierSettings.from_dict(box) if box else None
         self.box_session: Any = None
         if self.box_settings is not None:
-            box_path = model.path.with_name(str(self.meta.extra.get("box_classifier_file", "")))
+            name = str(self.meta.extra.get("box_classifier_file") or "missing.boxes.onnx")
+            box_path = model.path.with_name(name)
             if not box_path.is_file() or box_path == model.path:
                 raise RunError(
                     f"{box_path}: the box classifier of {model.path.name} is missing; keep the two "
