@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
+import pytest
 import torch
 from torch import nn
 
 from ewaste_vision.config import TrainConfig
 from ewaste_vision.data.records import ImageRecord, ObjectBox
-from ewaste_vision.detect.box_classifier import BoxClassifier, BoxProbabilities, box_crops, fit_gamma
+from ewaste_vision.detect.box_classifier import (
+    MIN_CLASS_BOXES,
+    BoxClassifier,
+    BoxProbabilities,
+    box_crops,
+    fit_gammas,
+)
 from ewaste_vision.detect.box_classifier_train import BoxCropDataset, add_box_classifier
-from ewaste_vision.detect.box_scores import BoxClassifierSettings
+from ewaste_vision.detect.box_scores import BoxClassifierSettings, rescore
 from ewaste_vision.detect.metrics import DetectionPrediction
 from ewaste_vision.runs import ModelMeta
 
@@ -74,10 +84,44 @@ def test_gamma_moves_the_f1_best_cut_to_one_half():
             labels=torch.tensor([0, 0]),
         )
     ]
-    gamma, f1 = fit_gamma(products, [truth], num_classes=1)
+    gamma, class_gammas, f1 = fit_gammas(products, [truth], num_classes=1)
     # 0.36 ** gamma > 0.5 > 0.2 ** gamma needs 0.43 < gamma < 0.68; the grid's nearest to 1 is 0.65.
     assert gamma == 0.65 and f1 == 1.0
     assert 0.36**gamma > 0.5 > 0.2**gamma
+    assert class_gammas == (0.65,)  # too few boxes for an exponent of its own
+
+
+def test_each_class_with_enough_boxes_gets_its_own_cut():
+    # Class 0: right boxes at 0.6, false alarms at 0.45 (cut between them); class 1: right boxes
+    # at 0.3, false alarms at 0.15 (a much lower cut). Class 2: two right boxes at 0.3, too few.
+    n = MIN_CLASS_BOXES
+    boxes, scores, labels, truth_boxes, truth_labels = [], [], [], [], []
+    for i in range(n):
+        for label, right, wrong in ((0, 0.6, 0.45), (1, 0.3, 0.15)):
+            x = 100.0 * i + 30.0 * label
+            boxes += [[x, 0.0, x + 10, 10.0], [x, 50.0, x + 10, 60.0]]
+            scores += [right, wrong]
+            labels += [label, label]
+            truth_boxes.append([x, 0.0, x + 10, 10.0])
+            truth_labels.append(label)
+    for i in range(2):
+        x = 100.0 * i + 60.0
+        boxes.append([x, 0.0, x + 10, 10.0])
+        scores.append(0.3)
+        labels.append(2)
+        truth_boxes.append([x, 0.0, x + 10, 10.0])
+        truth_labels.append(2)
+    found = DetectionPrediction(
+        boxes=torch.tensor(boxes), scores=torch.tensor(scores), labels=torch.tensor(labels)
+    )
+    truth = {"boxes": torch.tensor(truth_boxes), "labels": torch.tensor(truth_labels)}
+    gamma, class_gammas, f1 = fit_gammas([found], [truth], num_classes=3)
+    assert 0.6 ** class_gammas[0] > 0.5 > 0.45 ** class_gammas[0]
+    assert 0.3 ** class_gammas[1] > 0.5 > 0.15 ** class_gammas[1]
+    assert class_gammas[2] == gamma  # two boxes: the overall exponent
+    assert f1 == 1.0
+    # No single exponent separates both classes (0.45 ** g > 0.5 whenever 0.3 ** g > 0.5).
+    assert not 0.3**gamma > 0.5 > 0.45**gamma
 
 
 def test_crop_dataset_gives_each_labelled_box_and_background(tmp_path, make_image):
@@ -116,3 +160,21 @@ def test_no_box_classifier_without_labelled_boxes_to_learn_from(tmp_path, make_i
     )
     assert kept is state and "box_classifier" not in meta.extra
     assert facts["box_classifier"].startswith("not trained")
+
+
+def test_each_class_keeps_its_own_exponent_and_settings_survive_a_round_trip():
+    settings = BoxClassifierSettings(min_score=0.0, gamma=1.0, class_gammas=(0.5, 2.0))
+    found = {
+        "boxes": np.array([[0, 0, 10, 10], [20, 0, 30, 10]], dtype=np.float32),
+        "scores": np.array([0.64, 0.9], dtype=np.float32),
+        "labels": np.array([0, 1]),
+    }
+    # The classifier agrees fully with both boxes, so the products are the detector's scores.
+    out = rescore(found, lambda boxes: np.tile([1.0, 1.0, 0.0], (len(boxes), 1)), settings)
+    # Class 0: 0.64 ** 0.5 = 0.8; class 1: 0.9 ** 2 = 0.81, now first.
+    assert out["labels"].tolist() == [1, 0]
+    assert out["scores"] == pytest.approx([0.81, 0.8])
+    stored = json.loads(json.dumps(settings.to_dict()))
+    assert BoxClassifierSettings.from_dict(stored) == settings
+    # Settings saved before per-class exponents existed use the overall one for every class.
+    assert BoxClassifierSettings.from_dict({"gamma": 0.7}).exponents(np.array([0, 3])) == 0.7

@@ -55,7 +55,10 @@ def test_detect_run_writes_001_metrics_report_and_model(detect_run: Path):
     # With a box classifier the run detects at its training size alone.
     assert meta["extra"]["detect_sizes"] == [96]
     # The box classifier is trained by default, stored beside the detector, gamma fitted.
-    assert meta["extra"]["box_classifier"]["gamma"] in GAMMA_GRID
+    box_settings = meta["extra"]["box_classifier"]
+    assert box_settings["gamma"] in GAMMA_GRID
+    assert len(box_settings["class_gammas"]) == len(COMPONENT_CLASSES)
+    assert set(box_settings["class_gammas"]) <= set(GAMMA_GRID)
     state = torch.load(detect_run / "model.pt", weights_only=True)["state_dict"]
     assert any(key.startswith("box_classifier.") for key in state)
     assert Detector.from_run(detect_run).box_classifier is not None

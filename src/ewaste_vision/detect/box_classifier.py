@@ -111,23 +111,42 @@ class BoxClassifier:
         return as_tensors(rescore(as_arrays(found), classify, self.settings), found["scores"].device)
 
 
-def fit_gamma(
+MIN_CLASS_BOXES = 20
+"""Validation boxes a class needs for an exponent of its own; rarer classes share the overall one,
+since a cut tuned on a handful of boxes fits their noise."""
+
+
+def fit_gammas(
     products: list[DetectionPrediction], truths: list[dict[str, torch.Tensor]], num_classes: int
-) -> tuple[float, float]:
-    """The gamma of `GAMMA_GRID` whose confidences give the best micro-F1 at 0.5 on `products`
-    (validation boxes scored by a `BoxClassifier` with gamma 1: score x probability), and that
-    F1. Ties keep the gamma nearest 1 (confidences closest to the plain product)."""
-    best = (1.0, -1.0)
-    for gamma in sorted(GAMMA_GRID, key=lambda g: abs(g - 1.0)):
+) -> tuple[float, tuple[float, ...], float]:
+    """Exponents of `GAMMA_GRID` that put the F1-best cut at 0.5 on `products` (validation boxes
+    scored by a `BoxClassifier` with gamma 1: score x probability): the overall one by micro-F1,
+    and one per class by the class's F1 where it has `MIN_CLASS_BOXES` true boxes (else the
+    overall one). Ties keep the exponent nearest 1, per class nearest the overall one. Returns
+    them with the micro-F1 that the per-class exponents give."""
+    counts = {}  # gamma -> [3, C] TP, FP, FN at the cut that gamma moves to 0.5
+    for gamma in GAMMA_GRID:
         cut = 0.5 ** (1.0 / gamma)  # product > cut  <=>  product ** gamma > 0.5
-        counts = torch.zeros(3, num_classes, dtype=torch.long)
+        counts[gamma] = torch.zeros(3, num_classes, dtype=torch.long)
         for found, truth in zip(products, truths, strict=True):
-            counts += count_matches(found, truth, num_classes, score_threshold=cut)
-        tp, fp, fn = (int(row.sum()) for row in counts)
-        f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
-        if f1 > best[1]:
-            best = (gamma, f1)
-    return best
+            counts[gamma] += count_matches(found, truth, num_classes, score_threshold=cut)
+    overall = max(sorted(GAMMA_GRID, key=lambda g: abs(g - 1.0)), key=lambda g: _f1(counts[g].sum(dim=1)))
+    class_gammas = []
+    for label in range(num_classes):
+        true_boxes = int(counts[overall][0, label] + counts[overall][2, label])
+        if true_boxes < MIN_CLASS_BOXES:
+            class_gammas.append(overall)
+            continue
+        nearest_first = sorted(GAMMA_GRID, key=lambda g: abs(g - overall))
+        class_gammas.append(max(nearest_first, key=lambda g: _f1(counts[g][:, label])))
+    chosen = torch.stack([counts[g][:, label] for label, g in enumerate(class_gammas)], dim=1)
+    return overall, tuple(class_gammas), _f1(chosen.sum(dim=1))
+
+
+def _f1(counts: torch.Tensor) -> float:
+    """F1 from TP, FP, FN counts [3]."""
+    tp, fp, fn = (int(value) for value in counts)
+    return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
 
 
 def load_box_classifier(

@@ -29,7 +29,7 @@ from ewaste_vision.detect.box_classifier import (
     BoxProbabilities,
     box_crops,
     build_box_network,
-    fit_gamma,
+    fit_gammas,
 )
 from ewaste_vision.detect.box_scores import BoxClassifierSettings
 from ewaste_vision.detect.data import boxes_to_pixels, input_tensor
@@ -223,12 +223,13 @@ def fit_box_confidence(
     from ewaste_vision.detect.predictor import Detector
 
     # At gamma 1 the detector's confidences are the products that gamma is fitted on.
-    settings = replace(settings or BoxClassifierSettings(), gamma=1.0)
+    settings = replace(settings or BoxClassifierSettings(), gamma=1.0, class_gammas=())
     plain = Detector(detector, meta)
     plain.box_classifier = BoxClassifier(BoxProbabilities(network, settings, meta.mean, meta.std), plain.bf16)
     products, truths, _, _ = predict_records(plain, val_records)
-    gamma, f1 = fit_gamma(products, truths, len(meta.class_names))
-    return replace(settings, gamma=gamma), {"gamma": gamma, "validation_f1": round(f1, 4)}
+    gamma, class_gammas, f1 = fit_gammas(products, truths, len(meta.class_names))
+    fitted = replace(settings, gamma=gamma, class_gammas=class_gammas)
+    return fitted, {"gamma": gamma, "class_gammas": class_gammas, "validation_f1": round(f1, 4)}
 
 
 def add_box_classifier(
@@ -256,9 +257,9 @@ def add_box_classifier(
     meta.extra["box_classifier"] = settings.to_dict()
     return with_box_classifier(state, network), {
         "box_classifier": f"{settings.crop_size} px crops of boxes scored {settings.min_score} or more; "
-        f"confidence (score x probability) ^ {settings.gamma} "
-        f"(validation F1 at 0.5: {fitted['validation_f1']})",
-        "box_classifier_s": round(time.perf_counter() - started, 1),
+        f"confidence (score x probability) ^ gamma, gamma {settings.gamma} overall and per class "
+        f"{_class_exponents(settings, meta.class_names)} (validation F1 at 0.5: {fitted['validation_f1']})",
+        "box_classifier_training_s": round(time.perf_counter() - started, 1),
     }
 
 
@@ -267,3 +268,10 @@ def with_box_classifier(
 ) -> dict[str, torch.Tensor]:
     """One state for `model.pt`: the detector's weights and the box classifier's, prefixed."""
     return {**detector_state, **{STATE_PREFIX + key: value for key, value in network.state_dict().items()}}
+
+
+def _class_exponents(settings: BoxClassifierSettings, class_names: Sequence[str]) -> str:
+    """The classes whose exponent differs from the overall one, for the report."""
+    pairs = zip(class_names, settings.class_gammas, strict=True)
+    own = [f"{name} {gamma}" for name, gamma in pairs if gamma != settings.gamma]
+    return ", ".join(own) if own else "the same"

@@ -2,10 +2,12 @@
 and the exported ONNX one share it (`detect.box_classifier` says why the second look exists).
 
 A box's new confidence is (detector score x classifier probability of the detector's class) **
-gamma. The product sets the ranking, so mAP does not depend on gamma; gamma is fitted on
-validation so that confidence 0.5, the cut of 001's precision, recall and F1, is where validation
-F1 peaks. Boxes the detector scored below `min_score` are dropped unclassified: they are most of
-the candidates, cost most of the time and move mAP little.
+gamma. The product sets the ranking within a class, so mAP does not depend on gamma; gamma is
+fitted on validation so that confidence 0.5, the cut of 001's precision, recall and F1, is where
+validation F1 peaks: over all classes together, and for each class with enough validation boxes
+its own (`class_gammas`), as multi-label runs tune a threshold per class. Boxes the detector scored
+below `min_score` are dropped unclassified: they are most of the candidates, cost most of the time
+and move mAP little.
 """
 
 from __future__ import annotations
@@ -31,13 +33,21 @@ class BoxClassifierSettings:
     """Detector score below which a box is dropped without being classified."""
     gamma: float = 1.0
     """Exponent on (detector score x classifier probability); fitted on validation."""
+    class_gammas: tuple[float, ...] = ()
+    """One exponent per class (by label), each fitted on that class's validation boxes, replacing
+    `gamma`; empty: `gamma` for every class (runs saved before these existed)."""
+
+    def exponents(self, labels: np.ndarray) -> np.ndarray | float:
+        """The exponent of each box's class, for `labels` [N]."""
+        return np.asarray(self.class_gammas)[labels] if self.class_gammas else self.gamma
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "class_gammas": list(self.class_gammas)}
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> BoxClassifierSettings:
-        return cls(**{key: values[key] for key in asdict(cls()) if key in values})
+        known = {key: values[key] for key in asdict(cls()) if key in values}
+        return cls(**{**known, "class_gammas": tuple(float(g) for g in known.get("class_gammas", ()))})
 
 
 def rescore(
@@ -46,8 +56,8 @@ def rescore(
     settings: BoxClassifierSettings,
 ) -> ArrayDetections:
     """One image's detections scored `min_score` or more, with confidences (detector score x the
-    probability `classify` (boxes [M, 4] -> probabilities [M, C + 1]) gives their class) ** gamma,
-    best first."""
+    probability `classify` (boxes [M, 4] -> probabilities [M, C + 1]) gives their class) ** their
+    class's exponent, best first."""
     keep = found["scores"] >= settings.min_score
     boxes, scores, labels = found["boxes"][keep], found["scores"][keep], found["labels"][keep]
     if not len(boxes):
@@ -57,6 +67,6 @@ def rescore(
     distinct, which = np.unique(boxes, axis=0, return_inverse=True)
     probs = classify(distinct)[which.reshape(-1)]  # [N, C + 1]
     product = scores * probs[np.arange(len(labels)), labels]
-    order = np.argsort(-product, kind="stable")
-    confidence = (product[order] ** settings.gamma).astype(np.float32)
-    return {"boxes": boxes[order], "scores": confidence, "labels": labels[order]}
+    confidence = (product ** settings.exponents(labels)).astype(np.float32)
+    order = np.argsort(-confidence, kind="stable")
+    return {"boxes": boxes[order], "scores": confidence[order], "labels": labels[order]}

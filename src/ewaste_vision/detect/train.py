@@ -168,7 +168,7 @@ def _train_one(
     save_model(seed_dir, state, meta)
     return {
         "detect_sizes": "+".join(map(str, sizes)),
-        "validation_map50_by_sizes": size_scores,
+        "validation_map50_by_sizes": size_scores or None,  # empty when no choice was made
         **box_facts,
         "backbone": f"{config.backbone} ({weights_source})",
         "input": "dual-energy X-ray (high, low, mean log attenuation)"
