@@ -13,6 +13,7 @@ from ewaste_vision.detect.metrics import (
     DetectionTarget,
     count_matches,
     detection_metrics,
+    match_detections,
     summarise_repeats,
 )
 
@@ -116,6 +117,18 @@ def test_each_object_matched_once_by_highest_iou():
     truth = target([[0, 0, 10, 10], [4, 0, 14, 10]], [0, 0])
     detections = pred([[1, 0, 11, 10], [1.5, 0, 11.5, 10]], [0.9, 0.8], [0, 0])
     assert count_matches(detections, truth, num_classes=1)[:, 0].tolist() == [2, 0, 0]
+
+
+def test_match_detections_marks_which_boxes_hit():
+    # In score order: a hit, a second box on the same object (a miss), a box on nothing (a miss),
+    # and a box on the second object (a hit).
+    truth = torch.tensor([[0, 0, 10, 10], [50, 50, 60, 60]], dtype=torch.float32)
+    boxes = torch.tensor(
+        [[0, 0, 10, 10], [0, 0, 10, 11], [100, 100, 110, 110], [50, 50, 60, 61]], dtype=torch.float32
+    )
+    assert match_detections(boxes, truth).tolist() == [True, False, False, True]
+    assert match_detections(boxes, truth[:0]).tolist() == [False] * 4
+    assert match_detections(boxes[:0], truth).tolist() == []
 
 
 def test_empty_images():

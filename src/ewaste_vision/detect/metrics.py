@@ -155,19 +155,28 @@ def count_matches(
         order = torch.argsort(pred["scores"][keep], descending=True, stable=True)
         boxes = pred["boxes"][keep][order]  # [P, 4], best score first
         truth = target["boxes"][target["labels"] == label]  # [G, 4]
-        tp = 0
-        if len(boxes) and len(truth):
-            iou = box_iou(boxes, truth)  # [P, G]
-            matched = torch.zeros(len(truth), dtype=torch.bool)
-            for row in iou:
-                # An already matched box must not win the argmax, so it is pushed below any IoU.
-                candidates = row.masked_fill(matched, -1.0)
-                best = int(candidates.argmax())
-                if candidates[best] > iou_threshold:
-                    matched[best] = True
-                    tp += 1
+        tp = int(match_detections(boxes, truth, iou_threshold).sum())
         counts[:, label] = torch.tensor([tp, len(boxes) - tp, len(truth) - tp])
     return counts
+
+
+def match_detections(boxes: torch.Tensor, truth: torch.Tensor, iou_threshold: float = 0.5) -> torch.Tensor:
+    """Which of one class's `boxes` [P, 4] (best score first) are true positives against that
+    class's `truth` [G, 4]: in order, each takes the unmatched true box it overlaps most, if the
+    IoU is above `iou_threshold` (the rule of `detection_metrics`). Bool tensor [P]."""
+    hits = torch.zeros(len(boxes), dtype=torch.bool)
+    if not len(boxes) or not len(truth):
+        return hits
+    iou = box_iou(boxes, truth)  # [P, G]
+    matched = torch.zeros(len(truth), dtype=torch.bool)
+    for index, row in enumerate(iou):
+        # An already matched box must not win the argmax, so it is pushed below any IoU.
+        candidates = row.masked_fill(matched, -1.0)
+        best = int(candidates.argmax())
+        if candidates[best] > iou_threshold:
+            matched[best] = True
+            hits[index] = True
+    return hits
 
 
 def summarise_repeats(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
