@@ -4,11 +4,14 @@ For a run trained with a box classifier, both are read from the run. For a run t
 (`--no-box-classifier`, or before it existed), one is trained for its detector exactly as
 `ewaste train` would (same code, the run's train and validation splits, gamma fitted on
 validation) and saved with the detector in `--save` (a copy of the run that `ewaste evaluate` and
-`ewaste value` take); the run itself is not changed. Test-split figures: mAP@0.5, mAP@0.5:0.95
-and 001's counts (IoU > 0.5, confidence > 0.5), overall and for `ic`.
+`ewaste value` take); the run itself is not changed. With `--refit`, a run that has a box
+classifier gets its confidence exponents fitted again by today's code (the same weights), saved
+in the copy. Test-split figures: mAP@0.5, mAP@0.5:0.95 and 001's counts (IoU > 0.5, confidence
+> 0.5), overall and for `ic`.
 
 Run from the repository root:
     python bench/bench_box_classifier.py runs/detector --save runs/detector-boxes
+    python bench/bench_box_classifier.py runs/detector-boxes --refit --save runs/detector-refit
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ from _common import RESULTS_DIR, describe, machine_facts, print_table, write_jso
 from ewaste_vision.config import TrainConfig
 from ewaste_vision.data.records import ImageRecord
 from ewaste_vision.data.split_file import read_split_file
-from ewaste_vision.detect.box_classifier import detector_state
-from ewaste_vision.detect.box_classifier_train import add_box_classifier
+from ewaste_vision.detect.box_classifier import detector_state, load_box_classifier
+from ewaste_vision.detect.box_classifier_train import add_box_classifier, fit_box_confidence
 from ewaste_vision.detect.evaluate import predict_records
 from ewaste_vision.detect.metrics import detection_metrics
 from ewaste_vision.detect.model import load_detector
@@ -39,6 +42,9 @@ def main() -> None:
     )
     parser.add_argument("run", type=Path, help="a detect run directory")
     parser.add_argument("--save", type=Path, help="where the run with a new box classifier goes")
+    parser.add_argument(
+        "--refit", action="store_true", help="fit the box classifier's exponents again (needs --save)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "box_classifier.json")
     args = parser.parse_args()
     configure_threads()
@@ -47,10 +53,11 @@ def main() -> None:
     records = read_split_file(args.run / "split.csv")
     with_boxes = args.run
     training: dict[str, Any] = {}
-    if "box_classifier" not in meta.extra:
+    if "box_classifier" not in meta.extra or args.refit:
         if args.save is None:
-            parser.error("this run has no box classifier: give --save DIR for the run with one")
-        training = _add_to_copy(args.run, args.save, state, meta, records)
+            parser.error("give --save DIR for the run with a new or refitted box classifier")
+        copy = _add_to_copy if "box_classifier" not in meta.extra else _refit_copy
+        training = copy(args.run, args.save, state, meta, records)
         with_boxes = args.save
     test = [r for r in records if r.split == "test"]
     full = Detector.from_run(with_boxes)
@@ -94,9 +101,7 @@ def _add_to_copy(
 ) -> dict[str, Any]:
     """Copy `run` to `save`, give the copy a box classifier trained as `ewaste train` does, and
     return what its training reports."""
-    if save.exists():
-        shutil.rmtree(save)
-    shutil.copytree(run, save, ignore=shutil.ignore_patterns("checkpoints", "repeats"))
+    _copy_run(run, save)
     detector = load_detector(detector_state(state), meta, run / MODEL_FILE)
     splits = {split: [r for r in records if r.split == split] for split in ("train", "val")}
     config = TrainConfig(data=str(run), out=str(save))
@@ -105,6 +110,27 @@ def _add_to_copy(
     )
     save_model(save, merged, meta)
     return facts
+
+
+def _refit_copy(
+    run: Path, save: Path, state: dict[str, Any], meta: ModelMeta, records: list[ImageRecord]
+) -> dict[str, Any]:
+    """Copy `run` to `save` with its box classifier's exponents fitted again on validation."""
+    _copy_run(run, save)
+    detector = load_detector(detector_state(state), meta, run / MODEL_FILE)
+    box_classifier = load_box_classifier(state, meta)
+    assert box_classifier is not None
+    val = [r for r in records if r.split == "val"]
+    settings, facts = fit_box_confidence(detector, box_classifier.network, meta, val, box_classifier.settings)
+    meta.extra["box_classifier"] = settings.to_dict()
+    save_model(save, state, meta)
+    return facts
+
+
+def _copy_run(run: Path, save: Path) -> None:
+    if save.exists():
+        shutil.rmtree(save)
+    shutil.copytree(run, save, ignore=shutil.ignore_patterns("checkpoints", "repeats"))
 
 
 def _show(value: Any) -> str:
