@@ -53,6 +53,8 @@ def main() -> None:
     records = read_split_file(args.run / "split.csv")
     with_boxes = args.run
     training: dict[str, Any] = {}
+    if args.refit and "box_classifier" not in meta.extra:
+        parser.error("--refit: this run has no box classifier; give --save DIR alone to train one")
     if "box_classifier" not in meta.extra or args.refit:
         if args.save is None:
             parser.error("give --save DIR for the run with a new or refitted box classifier")

@@ -1,7 +1,8 @@
 """Ways to turn a detector's boxes into component counts for the value model, scored on a lot.
 
 The product counts boxes above 001's confidence (0.5) and corrects each class's count to
-n x precision / recall with the validation split's rates (`value.uncertainty`). The bench sets
+n x precision / recall (`value.uncertainty`), with the validation split's rates when `ewaste
+evaluate` scores the test split (here too), with the run's test rates in `ewaste value`. The bench sets
 that beside counts from calibrated confidences: a box's chance of being a true component given
 its confidence is fitted on the validation split (Platt scaling on the logit, or isotonic
 regression), the expected number of true components found is the sum of those chances over every
@@ -34,7 +35,7 @@ from ewaste_vision.detect.evaluate import predict_records
 from ewaste_vision.detect.metrics import DetectionPrediction, match_detections
 from ewaste_vision.detect.predictor import Detector
 from ewaste_vision.hardware import configure_threads
-from ewaste_vision.value import load_price_table
+from ewaste_vision.value import PriceTable, load_price_table
 
 CUT = 0.5
 """001's confidence cut for counting a box."""
@@ -67,7 +68,7 @@ def main() -> None:
     print_table(["run", *results[0]["lot"]], rows)
 
 
-def compare_methods(run: Path, table: Any) -> dict[str, Any]:
+def compare_methods(run: Path, table: PriceTable) -> dict[str, Any]:
     """Test lot value and per-class counts by each method, with rates fitted on validation."""
     detector = Detector.from_run(run)
     records = read_split_file(run / "split.csv")
@@ -117,10 +118,11 @@ def class_counts(val: Scored, val_true: int, test: Scored, test_true: int) -> di
     found_any = float(val_hits.sum()) / max(val_true, 1)  # share of components any box found
     counted = float((test_scores > CUT).sum())
     counts = {"true": float(test_true), "counted": counted}
-    counts["n x precision / recall"] = counted * precision / recall if recall > 0 else float("nan")
+    # A rate of 0 cannot scale a count up: the count is left as counted (and the lot total usable).
+    counts["n x precision / recall"] = counted * precision / recall if recall > 0 else counted
     for method, fit in (("calibrated (Platt)", _platt), ("calibrated (isotonic)", _isotonic)):
-        chance = fit(val_scores, val_hits)
-        counts[method] = float(chance(test_scores).sum()) / found_any if found_any > 0 else float("nan")
+        found = float(fit(val_scores, val_hits)(test_scores).sum())
+        counts[method] = found / found_any if found_any > 0 else found
     return counts
 
 

@@ -178,3 +178,10 @@ def test_each_class_keeps_its_own_exponent_and_settings_survive_a_round_trip():
     assert BoxClassifierSettings.from_dict(stored) == settings
     # Settings saved before per-class exponents existed use the overall one for every class.
     assert BoxClassifierSettings.from_dict({"gamma": 0.7}).exponents(np.array([0, 3])) == 0.7
+
+
+def test_settings_with_an_exponent_per_class_must_cover_every_class():
+    stored = BoxClassifierSettings(gamma=0.7, class_gammas=(0.6, 0.7)).to_dict()
+    assert BoxClassifierSettings.from_dict(stored, num_classes=2).class_gammas == (0.6, 0.7)
+    with pytest.raises(ValueError, match="2 box-classifier exponents for 3 classes"):
+        BoxClassifierSettings.from_dict(stored, num_classes=3)

@@ -106,7 +106,7 @@ class BoxClassifier:
         return torch.cat(parts)
 
     def rescore(self, image: torch.Tensor, found: DetectionPrediction) -> DetectionPrediction:
-        """One image's detections with confidences (score x probability) ** gamma."""
+        """One image's detections with confidences (score x probability) ** their class's exponent."""
         classify = lambda boxes: self.probabilities(image, torch.from_numpy(boxes)).numpy()  # noqa: E731
         return as_tensors(rescore(as_arrays(found), classify, self.settings), found["scores"].device)
 
@@ -152,15 +152,20 @@ def _f1(counts: torch.Tensor) -> float:
 def load_box_classifier(
     state: dict[str, torch.Tensor], meta: Any, bf16: bool = False
 ) -> BoxClassifier | None:
-    """The box classifier stored in a detect run's weights, or None when the run has none."""
+    """The box classifier stored in a detect run's weights, or None when the run has none.
+
+    Raises:
+        ValueError: if its settings do not give an exponent per class of the run.
+    """
     settings = meta.extra.get("box_classifier")
     if not settings:
         return None
+    box_settings = BoxClassifierSettings.from_dict(settings, len(meta.class_names))
     network = build_box_network(meta.backbone, len(meta.class_names), pretrained=False)
     network.load_state_dict(
         {key[len(STATE_PREFIX) :]: value for key, value in state.items() if key.startswith(STATE_PREFIX)}
     )
-    module = BoxProbabilities(network, BoxClassifierSettings.from_dict(settings), meta.mean, meta.std)
+    module = BoxProbabilities(network, box_settings, meta.mean, meta.std)
     return BoxClassifier(module, bf16)
 
 

@@ -2,7 +2,7 @@
 
 It learns from crops of the training split's labelled boxes, moved and resized a little as a
 detector's boxes are, and from crops of background (boxes that overlap no labelled part), then
-gamma is fitted on the validation split's detections.
+the confidence exponents (overall and per class) are fitted on the validation split's detections.
 """
 
 from __future__ import annotations
@@ -218,7 +218,8 @@ def fit_box_confidence(
     val_records: Sequence[ImageRecord],
     settings: BoxClassifierSettings | None = None,
 ) -> tuple[BoxClassifierSettings, dict[str, Any]]:
-    """Settings with gamma fitted on the validation split's detections, and what was measured."""
+    """Settings with the exponents fitted on the validation split's detections, and what was
+    measured."""
     from ewaste_vision.detect.evaluate import predict_records
     from ewaste_vision.detect.predictor import Detector
 
@@ -243,7 +244,7 @@ def add_box_classifier(
     bf16: bool,
     progress: bool,
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Train the box classifier for a trained `detector`, fit its gamma on validation, and return
+    """Train the box classifier for a trained `detector`, fit its exponents on validation, and return
     the run's state with its weights (`meta.extra` gains its settings) and facts for the report."""
     started = time.perf_counter()
     if not all(any(record.boxes for record in records[split]) for split in ("train", "val")):

@@ -34,8 +34,9 @@ class BoxClassifierSettings:
     gamma: float = 1.0
     """Exponent on (detector score x classifier probability); fitted on validation."""
     class_gammas: tuple[float, ...] = ()
-    """One exponent per class (by label), each fitted on that class's validation boxes, replacing
-    `gamma`; empty: `gamma` for every class (runs saved before these existed)."""
+    """One exponent per class (by label), replacing `gamma`: fitted on the class's own validation
+    boxes where it has enough, else equal to `gamma`; empty: `gamma` for every class (runs saved
+    before these existed)."""
 
     def exponents(self, labels: np.ndarray) -> np.ndarray | float:
         """The exponent of each box's class, for `labels` [N]."""
@@ -45,9 +46,14 @@ class BoxClassifierSettings:
         return {**asdict(self), "class_gammas": list(self.class_gammas)}
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> BoxClassifierSettings:
+    def from_dict(cls, values: Mapping[str, Any], num_classes: int | None = None) -> BoxClassifierSettings:
+        """Settings as `to_dict` wrote them; with `num_classes`, a ValueError unless there is an
+        exponent per class (or none)."""
         known = {key: values[key] for key in asdict(cls()) if key in values}
-        return cls(**{**known, "class_gammas": tuple(float(g) for g in known.get("class_gammas", ()))})
+        gammas = tuple(float(g) for g in known.get("class_gammas", ()))
+        if num_classes is not None and gammas and len(gammas) != num_classes:
+            raise ValueError(f"{len(gammas)} box-classifier exponents for {num_classes} classes")
+        return cls(**{**known, "class_gammas": gammas})
 
 
 def rescore(
@@ -68,5 +74,5 @@ def rescore(
     probs = classify(distinct)[which.reshape(-1)]  # [N, C + 1]
     product = scores * probs[np.arange(len(labels)), labels]
     confidence = (product ** settings.exponents(labels)).astype(np.float32)
-    order = np.argsort(-confidence, kind="stable")
+    order = np.lexsort((-product, -confidence))  # float32 ties fall back on the exact product
     return {"boxes": boxes[order], "scores": confidence[order], "labels": labels[order]}

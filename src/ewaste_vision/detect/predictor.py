@@ -22,6 +22,7 @@ from ewaste_vision.detect.metrics import DetectionPrediction
 from ewaste_vision.detect.model import at_input_size, load_detector
 from ewaste_vision.detect.scales import detect_sizes, merge_sizes
 from ewaste_vision.detect.tiling import as_arrays, as_tensors, detect_images, detect_tiled
+from ewaste_vision.errors import RunError
 from ewaste_vision.hardware import autocast, use_bf16
 from ewaste_vision.runs import ModelMeta, read_model_file, require_task, resolve_run_dir
 
@@ -64,7 +65,10 @@ class Detector(DetectorFacts):
         state, meta = read_model_file(path / "model.pt")
         require_task(meta, ("detect",), path, "this command")
         model = load_detector(detector_state(state), meta, path / "model.pt")
-        second = load_box_classifier(state, meta, use_bf16(precision)) if box_classifier else None
+        try:
+            second = load_box_classifier(state, meta, use_bf16(precision)) if box_classifier else None
+        except ValueError as exc:
+            raise RunError(f"{path / 'model.pt'}: {exc}; train the run again") from None
         return cls(model, meta, precision, tile, second)
 
     def load(self, path: Path) -> torch.Tensor:

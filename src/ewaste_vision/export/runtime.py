@@ -142,7 +142,12 @@ class OnnxDetector(DetectorFacts):
         ]
         # The run's box classifier, exported to a second file beside this one.
         box = self.meta.extra.get("box_classifier")
-        self.box_settings = BoxClassifierSettings.from_dict(box) if box else None
+        try:
+            self.box_settings = (
+                BoxClassifierSettings.from_dict(box, len(self.meta.class_names)) if box else None
+            )
+        except ValueError as exc:
+            raise RunError(f"{model.path}: {exc}; export the run again") from None
         self.box_session: Any = None
         if self.box_settings is not None:
             name = str(self.meta.extra.get("box_classifier_file") or "missing.boxes.onnx")
