@@ -109,6 +109,22 @@ def test_value_needs_a_detect_run(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "run directory not found" in capsys.readouterr().err
 
 
+def test_box_classifier_settings_that_miss_classes_are_a_one_line_error(
+    detect_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    edited = tmp_path / "edited"
+    shutil.copytree(detect_run, edited, ignore=shutil.ignore_patterns("checkpoints"))
+    saved = torch.load(edited / "model.pt", weights_only=True)
+    saved["meta"]["extra"]["box_classifier"]["class_gammas"] = [0.7, 0.7]
+    classes = len(saved["meta"]["class_names"])
+    torch.save(saved, edited / "model.pt")
+    images = next(detect_run.parent.parent.glob("boards*/test/images"))
+    assert main(["value", str(edited), str(images), "--out", str(tmp_path / "lot")]) != 0
+    error = capsys.readouterr().err
+    assert f"2 box-classifier exponents for {classes} classes" in error and "model.pt" in error
+    assert "Traceback" not in error
+
+
 def test_detect_rejects_a_class_folder_dataset(tmp_path: Path, make_image, capsys):
     for index in range(4):
         make_image(tmp_path / "data" / "a" / f"{index}.png", index)
