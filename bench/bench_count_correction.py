@@ -32,7 +32,7 @@ from sklearn.linear_model import LogisticRegression
 from _common import RESULTS_DIR, describe, machine_facts, print_table, write_json
 from ewaste_vision.data.split_file import read_split_file
 from ewaste_vision.detect.evaluate import predict_records
-from ewaste_vision.detect.metrics import DetectionPrediction, match_detections
+from ewaste_vision.detect.metrics import DetectionPrediction, class_detections, match_detections
 from ewaste_vision.detect.predictor import Detector
 from ewaste_vision.hardware import configure_threads
 from ewaste_vision.value import PriceTable, load_price_table
@@ -98,11 +98,9 @@ def scored_boxes(
     """One class's boxes over a split, every confidence the detector returned, and its true count."""
     scores, hits, n_true = [], [], 0
     for found, truth in zip(predictions, truths, strict=True):
-        mine = found["labels"] == label
-        order = torch.argsort(found["scores"][mine], descending=True, stable=True)
-        boxes = found["boxes"][mine][order]
+        boxes, confidences = class_detections(found, label)
         true_boxes = truth["boxes"][truth["labels"] == label]
-        scores.append(found["scores"][mine][order].float().numpy())
+        scores.append(confidences.float().numpy())
         hits.append(match_detections(boxes, true_boxes).numpy())
         n_true += len(true_boxes)
     return (np.concatenate(scores), np.concatenate(hits)), n_true

@@ -20,6 +20,7 @@ from ewaste_vision.detect.metrics import DetectionPrediction, count_matches
 from ewaste_vision.detect.tiling import as_arrays, as_tensors
 from ewaste_vision.hardware import autocast
 from ewaste_vision.models.classifier import ImageClassifier
+from ewaste_vision.models.normalise import Normalise
 from ewaste_vision.models.registry import create_backbone
 
 STATE_PREFIX = "box_classifier."
@@ -63,14 +64,11 @@ class BoxProbabilities(nn.Module):
         super().__init__()
         self.network = network.eval()
         self.settings = settings
-        self.mean: torch.Tensor
-        self.std: torch.Tensor
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+        self.normalise = Normalise(mean, std)
 
     def forward(self, image: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         crops = box_crops(image[0], boxes, self.settings.crop_size, self.settings.padding)
-        inputs = ((crops - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+        inputs = self.normalise(crops).contiguous(memory_format=torch.channels_last)
         return self.network(inputs).float().softmax(dim=-1)
 
 

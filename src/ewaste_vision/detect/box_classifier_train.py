@@ -70,8 +70,7 @@ class BoxCropDataset(Dataset[tuple[torch.Tensor, int]]):
         self.records = list(records)
         self.num_classes = num_classes
         self.settings = settings
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+        self.normalise = v2.Normalize([float(v) for v in mean], [float(v) for v in std])
         self.modality = modality
         self.augment = augment
         self.seed = seed
@@ -118,7 +117,7 @@ class BoxCropDataset(Dataset[tuple[torch.Tensor, int]]):
             crop = _turn_and_flip(crop)
             if self.colour is not None:
                 crop = self.colour(crop)
-        return (crop - self.mean) / self.std, label
+        return self.normalise(crop), label
 
 
 def _jitter(box: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

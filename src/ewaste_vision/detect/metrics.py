@@ -149,15 +149,24 @@ def count_matches(
         Long tensor [3, C]: rows are TP, FP and FN counts.
     """
     counts = torch.zeros(3, num_classes, dtype=torch.long)
-    confident = pred["scores"] > score_threshold  # [N]
     for label in range(num_classes):
-        keep = confident & (pred["labels"] == label)
-        order = torch.argsort(pred["scores"][keep], descending=True, stable=True)
-        boxes = pred["boxes"][keep][order]  # [P, 4], best score first
+        boxes, _ = class_detections(pred, label, score_threshold)
         truth = target["boxes"][target["labels"] == label]  # [G, 4]
         tp = int(match_detections(boxes, truth, iou_threshold).sum())
         counts[:, label] = torch.tensor([tp, len(boxes) - tp, len(truth) - tp])
     return counts
+
+
+def class_detections(
+    pred: Mapping[str, Any], label: int, score_threshold: float | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One class's boxes [P, 4] and scores [P] in an image, best score first (ties in input
+    order), only those scored above `score_threshold` when it is given."""
+    keep = pred["labels"] == label
+    if score_threshold is not None:
+        keep = keep & (pred["scores"] > score_threshold)
+    order = torch.argsort(pred["scores"][keep], descending=True, stable=True)
+    return pred["boxes"][keep][order], pred["scores"][keep][order]
 
 
 def match_detections(boxes: torch.Tensor, truth: torch.Tensor, iou_threshold: float = 0.5) -> torch.Tensor:

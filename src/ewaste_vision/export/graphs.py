@@ -15,11 +15,8 @@ from torch import nn
 from torchvision.models.detection import FCOS
 
 from ewaste_vision.models.classifier import ImageClassifier
+from ewaste_vision.models.normalise import Normalise
 from ewaste_vision.tasks import LabelTask
-
-
-def _channel_vector(values: Sequence[float]) -> torch.Tensor:
-    return torch.tensor([float(v) for v in values], dtype=torch.float32).view(1, 3, 1, 1)
 
 
 class ProbabilityGraph(nn.Module):
@@ -31,13 +28,10 @@ class ProbabilityGraph(nn.Module):
         super().__init__()
         self.model = model.eval()
         self.task = task
-        self.mean: torch.Tensor
-        self.std: torch.Tensor
-        self.register_buffer("mean", _channel_vector(mean))
-        self.register_buffer("std", _channel_vector(std))
+        self.normalise = Normalise(mean, std)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        logits = self.model((images - self.mean) / self.std)  # [B, C]
+        logits = self.model(self.normalise(images))  # [B, C]
         return self.task.probabilities(logits)
 
 
@@ -56,13 +50,10 @@ class FcosHeadGraph(nn.Module):
         super().__init__()
         self.backbone = detector.backbone
         self.head = detector.head
-        self.mean: torch.Tensor
-        self.std: torch.Tensor
-        self.register_buffer("mean", _channel_vector(detector.transform.image_mean))
-        self.register_buffer("std", _channel_vector(detector.transform.image_std))
+        self.normalise = Normalise(detector.transform.image_mean, detector.transform.image_std)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        features = list(self.backbone((images - self.mean) / self.std).values())  # 5 levels, finest first
+        features = list(self.backbone(self.normalise(images)).values())  # 5 levels, finest first
         classification, regression = self.head.classification_head, self.head.regression_head
         outputs: list[torch.Tensor] = []
         for level in features:
