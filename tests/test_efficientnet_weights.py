@@ -1,4 +1,4 @@
-"""The offline EfficientNet-Lite0 weights land in the right tensors.
+"""The offline EfficientNet-Lite0, -Lite1 and -Lite2 weights land in the right tensors.
 
 The packaged state dict is run through an independent, functional re-implementation of the
 network written from its source naming; the timm model with renamed weights must give the same
@@ -17,8 +17,10 @@ import torch.nn.functional as F
 from ewaste_vision.models.efficientnet_lite import packaged_state_dict, rename_to_timm
 from ewaste_vision.models.registry import create_backbone
 
-# EfficientNet-Lite0: per stage (repeats, first stride); kernel sizes are read from the weights.
-STAGES = [(1, 1), (2, 2), (2, 2), (3, 2), (3, 1), (4, 2), (1, 1)]
+# EfficientNet's seven stages start with these strides (all Lite variants); how many blocks each
+# stage repeats and the kernel sizes are read from the weights.
+STAGE_STRIDES = [1, 2, 2, 2, 1, 2, 1]
+VARIANTS = [0, 1, 2]
 
 
 def _same_pad(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
@@ -47,29 +49,37 @@ def _conv_bn(x, sd, conv, bn, stride=1, groups=1, act=True):
 
 def reference_features(sd: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     x = _conv_bn(x, sd, "_conv_stem", "_bn0", stride=2)
+    stage_strides = iter(STAGE_STRIDES)
     block = 0
-    for repeats, first_stride in STAGES:
-        for r in range(repeats):
-            p = f"_blocks.{block}"
-            stride = first_stride if r == 0 else 1
-            inputs = x
-            if f"{p}._expand_conv.weight" in sd:
-                x = _conv_bn(x, sd, f"{p}._expand_conv", f"{p}._bn0")
-            x = _conv_bn(x, sd, f"{p}._depthwise_conv", f"{p}._bn1", stride=stride, groups=x.shape[1])
-            x = _conv_bn(x, sd, f"{p}._project_conv", f"{p}._bn2", act=False)
-            if stride == 1 and inputs.shape == x.shape:
-                x = x + inputs
-            block += 1
+    while f"_blocks.{block}._project_conv.weight" in sd:
+        p = f"_blocks.{block}"
+        # A stage's first block changes the channel count; its repeats keep it.
+        starts_stage = sd[f"{p}._project_conv.weight"].shape[0] != x.shape[1]
+        stride = next(stage_strides) if starts_stage else 1
+        inputs = x
+        if f"{p}._expand_conv.weight" in sd:
+            x = _conv_bn(x, sd, f"{p}._expand_conv", f"{p}._bn0")
+        x = _conv_bn(x, sd, f"{p}._depthwise_conv", f"{p}._bn1", stride=stride, groups=x.shape[1])
+        x = _conv_bn(x, sd, f"{p}._project_conv", f"{p}._bn2", act=False)
+        if not starts_stage:
+            x = x + inputs
+        block += 1
+    assert next(stage_strides, None) is None, "the weights hold fewer stages than EfficientNet's seven"
     return _conv_bn(x, sd, "_conv_head", "_bn1")
 
 
+@pytest.fixture(scope="module", params=VARIANTS, ids=lambda v: f"lite{v}")
+def variant(request) -> int:
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def source_weights() -> dict[str, torch.Tensor]:
-    return packaged_state_dict()
+def source_weights(variant) -> dict[str, torch.Tensor]:
+    return packaged_state_dict(variant)
 
 
-def test_renamed_weights_reproduce_the_reference_network(source_weights):
-    backbone, origin = create_backbone("efficientnet_lite0")
+def test_renamed_weights_reproduce_the_reference_network(variant, source_weights):
+    backbone, origin = create_backbone(f"efficientnet_lite{variant}")
     assert "offline" in origin
     x = torch.randn(2, 3, 112, 112, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -93,8 +103,8 @@ def test_the_reference_detects_a_single_misplaced_tensor(source_weights):
         )
 
 
-def test_every_tensor_is_mapped_once_with_its_shape(source_weights):
-    backbone, _ = create_backbone("efficientnet_lite0", pretrained=False)
+def test_every_tensor_is_mapped_once_with_its_shape(variant, source_weights):
+    backbone, _ = create_backbone(f"efficientnet_lite{variant}", pretrained=False)
     renamed = rename_to_timm(source_weights, backbone.body)
     assert set(renamed) == set(backbone.body.state_dict())
     assert len({id(t) for t in renamed.values()}) == len(renamed)

