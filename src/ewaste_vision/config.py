@@ -32,8 +32,8 @@ class TrainConfig:
     task: str = "classify"
     """Task name from the task registry (`classify`)."""
     backbone: str = "efficientnet_lite0"
-    """Backbone name from `ewaste models`; the default is the fastest one with offline weights
-    (EfficientNet-Lite1 and -Lite2 scored no better on ewaste-devices, nor Lite2 on pcb-components)."""
+    """Backbone name from `ewaste models`; the default is the fastest one with offline weights (see
+    BENCHMARKS.md for the larger ones)."""
     weights: str | None = None
     """Local file of backbone weights to use instead of a download."""
     pretrained: bool = True

