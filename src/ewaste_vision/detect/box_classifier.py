@@ -129,13 +129,13 @@ def fit_gammas(
         for found, truth in zip(products, truths, strict=True):
             counts[gamma] += count_matches(found, truth, num_classes, score_threshold=cut)
     overall = max(sorted(GAMMA_GRID, key=lambda g: abs(g - 1.0)), key=lambda g: _f1(counts[g].sum(dim=1)))
+    nearest_first = sorted(GAMMA_GRID, key=lambda g: abs(g - overall))
     class_gammas = []
     for label in range(num_classes):
         true_boxes = int(counts[overall][0, label] + counts[overall][2, label])
         if true_boxes < MIN_CLASS_BOXES:
             class_gammas.append(overall)
             continue
-        nearest_first = sorted(GAMMA_GRID, key=lambda g: abs(g - overall))
         class_gammas.append(max(nearest_first, key=lambda g: _f1(counts[g][:, label])))
     chosen = torch.stack([counts[g][:, label] for label, g in enumerate(class_gammas)], dim=1)
     return overall, tuple(class_gammas), _f1(chosen.sum(dim=1))
