@@ -3,8 +3,8 @@
 # (`accelerator: auto` picks it), to check that nothing assumes a CPU.
 # Usage: bash scripts/gpu_check.sh [OUT]   (OUT defaults to gpu-check)
 set -euo pipefail
+out=$(realpath -m "${1:-gpu-check}")  # before the cd: OUT is relative to where the user stands
 cd "$(dirname "$0")/.."
-out=${1:-gpu-check}
 python -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 'no CUDA GPU visible to PyTorch')"
 python -c "import torch; print('GPU:', torch.cuda.get_device_name(0), '| torch', torch.__version__)"
 
