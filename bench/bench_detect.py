@@ -19,12 +19,14 @@ boxes it is shown, and textured noise shows it almost none.
 Run from the repository root:
     python bench/bench_detect.py [--run RUN] [--images DIR]    # about a minute on 2 cores
     python bench/bench_detect.py --quick
+    python bench/bench_detect.py --run RUN --images DIR --sizes 448,640    # other input sizes than the run's
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -48,6 +50,9 @@ def main() -> None:
     parser.add_argument("--run", type=Path, help="a trained detect run (default: untrained head)")
     parser.add_argument("--frame", type=int, default=640, help="input frame side in pixels (default 640)")
     parser.add_argument("--images", type=Path, help="photos to time (default: textured noise)")
+    parser.add_argument(
+        "--sizes", help="input sizes to detect at, comma-separated, instead of the run's (e.g. 448,640)"
+    )
     parser.add_argument("--iterations", type=int, default=12)
     parser.add_argument("--quick", action="store_true", help="3 iterations")
     parser.add_argument("--json", type=Path, default=RESULTS_DIR / "detect.json")
@@ -60,6 +65,9 @@ def main() -> None:
         product = Detector.from_run(args.run)
         plain = Detector.from_run(args.run, precision="32")
         source = str(args.run)
+        if args.sizes:
+            product, plain = (_at_sizes(detector, args.sizes) for detector in (product, plain))
+            source += f" at {args.sizes} px"
     else:
         model, _ = build_detector("efficientnet_lite0", 16, "n", 448)
         spec = get_backbone_spec("efficientnet_lite0")
@@ -121,6 +129,15 @@ def main() -> None:
     write_json(
         args.json,
         {"machine_before": facts_before, "machine_after": machine_facts(), "model": source, "rows": rows},
+    )
+
+
+def _at_sizes(detector: Detector, sizes: str) -> Detector:
+    """The same detector (and box classifier) run at `sizes` ("448,640") instead of its run's."""
+    extra = {**detector.meta.extra, "detect_sizes": [int(size) for size in sizes.split(",")]}
+    precision = "bf16" if detector.bf16 else "32"
+    return Detector(
+        detector.model, replace(detector.meta, extra=extra), precision, detector.tile, detector.box_classifier
     )
 
 
