@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -57,6 +56,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="3 iterations")
     parser.add_argument("--json", type=Path, default=RESULTS_DIR / "detect.json")
     args = parser.parse_args()
+    if args.sizes and not args.run:
+        parser.error("--sizes needs --run RUN: only a trained run's sizes can be replaced")
     configure_threads()
     torch.manual_seed(0)
     facts_before = machine_facts()
@@ -66,7 +67,8 @@ def main() -> None:
         plain = Detector.from_run(args.run, precision="32")
         source = str(args.run)
         if args.sizes:
-            product, plain = (_at_sizes(detector, args.sizes) for detector in (product, plain))
+            sizes = [int(size) for size in args.sizes.split(",")]
+            product, plain = product.at_sizes(sizes), plain.at_sizes(sizes)
             source += f" at {args.sizes} px"
     else:
         model, _ = build_detector("efficientnet_lite0", 16, "n", 448)
@@ -129,15 +131,6 @@ def main() -> None:
     write_json(
         args.json,
         {"machine_before": facts_before, "machine_after": machine_facts(), "model": source, "rows": rows},
-    )
-
-
-def _at_sizes(detector: Detector, sizes: str) -> Detector:
-    """The same detector (and box classifier) run at `sizes` ("448,640") instead of its run's."""
-    extra = {**detector.meta.extra, "detect_sizes": [int(size) for size in sizes.split(",")]}
-    precision = "bf16" if detector.bf16 else "32"
-    return Detector(
-        detector.model, replace(detector.meta, extra=extra), precision, detector.tile, detector.box_classifier
     )
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +44,7 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     source = int(meta.extra.get("source_size", meta.image_size))
     for sizes in candidate_sizes(meta.image_size, source):
-        detector = Detector(
-            trained.model,
-            replace(meta, extra={**meta.extra, "detect_sizes": sizes}),
-            box_classifier=trained.box_classifier,
-        )
+        detector = trained.at_sizes(sizes)
         predictions, truths, _, _ = predict_records(detector, by_split["test"])
         scores = detection_metrics(predictions, truths, detector.class_names)
         key = "+".join(map(str, sizes))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import torch
 
@@ -59,8 +57,10 @@ def test_both_detectors_run_every_size_of_the_run():
     model, _ = build_detector("tiny", 3, "n", 64, pretrained=False)
     meta = ModelMeta("detect", ["a", "b", "c"], "tiny", 64, (0.5,) * 3, (0.25,) * 3, extra={})
     assert detect_sizes(meta) == [64]  # runs from before the choice: their training size
-    two = Detector(model, replace(meta, extra={"detect_sizes": [64, 96]}), precision="32")
-    alone = [Detector(model, replace(meta, extra={"detect_sizes": [s]}), precision="32") for s in (64, 96)]
+    base = Detector(model, meta, precision="32")
+    two = base.at_sizes([64, 96])
+    alone = [base.at_sizes([s]) for s in (64, 96)]
+    assert [len(d.sized_models) for d in (base, two, *alone)] == [1, 2, 1, 1] and not two.bf16
     image = torch.rand(3, 80, 80)
     (got,) = two.detect_batch([image])
     parts = [{k: v.numpy() for k, v in d.detect_batch([image])[0].items()} for d in alone]

@@ -175,13 +175,7 @@ def test_detections_match_pytorch(runs: dict[str, Path], tile: str):
 def test_detections_at_two_sizes_match_pytorch(runs: dict[str, Path]):
     trained = Detector.from_run(runs["detect"], precision="32", tile="never")
     sizes = {"detect_sizes": [trained.meta.image_size, 128]}
-    detector = Detector(
-        trained.model,
-        replace(trained.meta, extra={**trained.meta.extra, **sizes}),
-        "32",
-        "never",
-        trained.box_classifier,
-    )
+    detector = trained.at_sizes(sizes["detect_sizes"])
     onnx_model = load_onnx(runs["detect"] / "model.onnx")
     onnx_model.meta.model = replace(onnx_model.meta.model, extra={**onnx_model.meta.model.extra, **sizes})
     exported = OnnxDetector(onnx_model, tile="never")

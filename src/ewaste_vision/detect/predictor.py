@@ -7,6 +7,7 @@ small parts are not shrunk away), and the tiles' boxes are merged back.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,15 @@ class Detector(DetectorFacts):
         except ValueError as exc:
             raise RunError(f"{path / 'model.pt'}: {exc}; train the run again") from None
         return cls(model, meta, precision, tile, second)
+
+    def at_sizes(self, sizes: Sequence[int]) -> Detector:
+        """The same detector, box classifier, precision and tiling, detecting at input `sizes`
+        instead of its run's (to measure what another choice of sizes would give)."""
+        extra = {**self.meta.extra, "detect_sizes": [int(size) for size in sizes]}
+        precision = "bf16" if self.bf16 else "32"
+        return Detector(
+            self.model, replace(self.meta, extra=extra), precision, self.tile, self.box_classifier
+        )
 
     def load(self, path: Path) -> torch.Tensor:
         """A file as this detector's input, float [3, H, W] in [0, 1]."""
