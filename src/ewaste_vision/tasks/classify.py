@@ -21,6 +21,11 @@ class ClassifyTask(LabelTask):
     def read_dataset(self, root: Path) -> LabelledImages:
         return read_class_folders(root)
 
+    def train_run(self, config: Any, progress: bool) -> Any:
+        from ewaste_vision.training.trainer import train_labels
+
+        return train_labels(self, config, progress)
+
     def targets(self, records: list[ImageRecord], num_classes: int) -> torch.Tensor:
         return torch.tensor([record.label for record in records], dtype=torch.long)
 

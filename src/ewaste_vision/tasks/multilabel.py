@@ -49,6 +49,11 @@ class MultilabelTask(LabelTask):
 
         return read_yolo_dataset(root)
 
+    def train_run(self, config: Any, progress: bool) -> Any:
+        from ewaste_vision.training.trainer import train_labels
+
+        return train_labels(self, config, progress)
+
     def targets(self, records: list[ImageRecord], num_classes: int) -> torch.Tensor:
         from ewaste_vision.data.yolo import multi_hot
 
