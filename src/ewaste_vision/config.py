@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from ewaste_vision.errors import UserError
+from ewaste_vision.model_meta import HeadSettings
 
 STRATEGIES = ("auto", "linear", "finetune", "full")
 
@@ -38,6 +39,9 @@ class TrainConfig:
     """Local file of backbone weights to use instead of a download."""
     pretrained: bool = True
     """Start from ImageNet weights when they can be had."""
+    init: str | None = None
+    """Run directory whose backbone weights start this run instead of ImageNet's: a finished
+    classify, multilabel or detect run of the same backbone (its head is not taken)."""
     strategy: str = "auto"
     """`linear` (frozen backbone, cached features), `finetune` (last stages) or `full` (all but a
     pretrained backbone's stride-2 and stride-4 stages); `auto` is the task's own (classify:
@@ -59,10 +63,26 @@ class TrainConfig:
     lr: float = 0.0
     """Learning rate of the head (0: the task's own, 1e-3); trainable backbone layers use 0.3 of it,
     on a one-cycle schedule."""
+    lr_schedule: str = "onecycle"
+    """`onecycle` (warm-up then cosine decay while backbone layers train; constant for a head on
+    cached features) or `step` (multiply the rate by `lr_step_gamma` every `lr_step_epochs`)."""
+    lr_step_epochs: int = 20
+    """`step` schedule: epochs between two rate cuts (003 halves it every 20 epochs)."""
+    lr_step_gamma: float = 0.5
+    """`step` schedule: factor applied to the rate at each cut."""
     weight_decay: float = 1e-4
     """Weight decay of the optimiser."""
     dropout: float = 0.2
     """Dropout before the linear head."""
+    head: str = "linear"
+    """`classify`: `linear` (pooling, dropout, linear) or `icam` (002's Iterative Class Activation
+    Mapping: the backbone looks again at crops its CAM points to; see `models/icam.py`)."""
+    icam_iterations: int = 3
+    """`icam`: backbone passes per image (the whole image, then one per crop; 1 is the plain head)."""
+    aggregate: str = "weighted"
+    """`icam`: how the iterations' features are combined: `weighted` (learned), `mean` or `sum`."""
+    icam_crop_fraction: float = 0.5
+    """`icam`: side of each crop as a fraction of the side of the view it is cut from."""
     patience: int = 5
     """Epochs without a better validation loss before training stops."""
     seed: int = 0
@@ -103,7 +123,11 @@ class TrainConfig:
             raise UserError(f"unknown precision {self.precision!r}; choose auto, bf16 or 32")
         if len(self.split) != 3 or abs(sum(self.split) - 1.0) > 1e-6 or min(self.split) <= 0:
             raise UserError(f"split {self.split} must be three positive fractions that sum to 1")
-        for name in ("head_epochs", "devices", "feature_views", "repeats"):
+        if self.lr_schedule not in ("onecycle", "step"):
+            raise UserError(f"unknown lr_schedule {self.lr_schedule!r}; choose onecycle or step")
+        if not 0.0 < self.lr_step_gamma <= 1.0:
+            raise UserError(f"lr_step_gamma must be in (0, 1], got {self.lr_step_gamma}")
+        for name in ("head_epochs", "devices", "feature_views", "repeats", "lr_step_epochs"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("batch_size", "max_epochs", "lr"):
@@ -111,11 +135,18 @@ class TrainConfig:
                 raise UserError(
                     f"{name} must be positive (or 0 for the task's own), got {getattr(self, name)}"
                 )
+        self.head_settings()  # unknown head or aggregate, bad iteration count: fail here
+        if self.head != "linear" and self.task != "classify":
+            raise UserError(f"--head {self.head} is for the classify task, not {self.task!r}")
         if self.image_size < 0 or 0 < self.image_size < 32:
             raise UserError(
                 f"image_size {self.image_size} is too small; use 32 or more (or 0 for the default)"
             )
         self.split = tuple(float(x) for x in self.split)  # type: ignore[assignment]
+
+    def head_settings(self) -> HeadSettings:
+        """The classifier head these settings ask for."""
+        return HeadSettings(self.head, self.icam_iterations, self.aggregate, self.icam_crop_fraction)
 
     def with_task_defaults(self, defaults: dict[str, Any]) -> TrainConfig:
         """A copy whose `auto`/0 fields take the task's `defaults` (other fields stay as given)."""

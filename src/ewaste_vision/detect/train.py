@@ -26,6 +26,7 @@ from ewaste_vision.models.classifier import set_backbone_trainable
 from ewaste_vision.models.registry import get_backbone_spec
 from ewaste_vision.runs import ModelMeta, save_model
 from ewaste_vision.tasks.registry import Task
+from ewaste_vision.training.init_from_run import load_source_backbone, read_source_backbone
 from ewaste_vision.training.trainer import (
     TrainResult,
     describe_duplicates,
@@ -98,9 +99,12 @@ def _train_one(
         len(dataset.class_names),
         config.detector_size,
         image_size,
-        config.pretrained,
+        config.pretrained and not config.init,
         config.weights,
     )
+    if config.init:
+        source = read_source_backbone(config.init, config.backbone)
+        weights_source = load_source_backbone(detector.backbone.body, source)
     # An untrained backbone trains whole: random early filters are not worth keeping.
     set_backbone_trainable(
         detector.backbone.body, config.backbone, config.strategy, freeze_early=weights_source != "untrained"

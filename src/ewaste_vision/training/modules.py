@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any
 
 import lightning as L
@@ -19,7 +20,8 @@ class SupervisedModule(L.LightningModule):
     learn at `lr * backbone_lr_scale`; the rest at `lr`. A head on cached features trains with
     Adam at a constant rate; when backbone layers train, AdamW follows a one-cycle schedule (a
     short warm-up, then cosine decay over `max_epochs`): the recipe of the multi-label default,
-    measured in BENCHMARKS.md.
+    measured in BENCHMARKS.md. `lr_schedule="step"` replaces both with 003's schedule: the rate
+    times `lr_step_gamma` every `lr_step_epochs` epochs.
     """
 
     def __init__(
@@ -33,6 +35,9 @@ class SupervisedModule(L.LightningModule):
         frozen_batchnorm: list[nn.Module] | None = None,
         channels_last: bool = False,
         loss_name: str = "auto",
+        lr_schedule: str = "onecycle",
+        lr_step_epochs: int = 20,
+        lr_step_gamma: float = 0.5,
     ) -> None:
         super().__init__()
         self.network = network
@@ -44,6 +49,9 @@ class SupervisedModule(L.LightningModule):
         self.frozen_batchnorm = frozen_batchnorm or []
         self.channels_last = channels_last
         self.loss_fn = task.make_loss(loss_name)
+        self.lr_schedule = lr_schedule
+        self.lr_step_epochs = lr_step_epochs
+        self.lr_step_gamma = lr_step_gamma
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.network(inputs)
@@ -97,16 +105,31 @@ class SupervisedModule(L.LightningModule):
                 continue
             (slow if name.startswith(self.slow_prefixes) and self.slow_prefixes else fast).append(parameter)
         groups = [{"params": fast, "lr": self.lr}]
+        if slow:
+            groups.append({"params": slow, "lr": self.lr * self.backbone_lr_scale})
+        optimizer: torch.optim.Optimizer = (
+            torch.optim.AdamW(groups, weight_decay=self.weight_decay)
+            if slow
+            else torch.optim.Adam(groups, weight_decay=self.weight_decay)
+        )
+        if self.lr_schedule == "step":
+            step = torch.optim.lr_scheduler.LambdaLR(
+                optimizer, partial(step_decay, every=self.lr_step_epochs, gamma=self.lr_step_gamma)
+            )
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": step, "interval": "epoch"}}
         if not slow:
-            return torch.optim.Adam(groups, weight_decay=self.weight_decay)
-        groups.append({"params": slow, "lr": self.lr * self.backbone_lr_scale})
-        optimizer = torch.optim.AdamW(groups, weight_decay=self.weight_decay)
+            return optimizer
         # LambdaLR rather than OneCycleLR: OneCycleLR stores its step count in the checkpoint, so
         # resuming with a larger --max-epochs would run off its end; this reads it afresh.
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: one_cycle(step, int(self.trainer.estimated_stepping_batches))
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def step_decay(epoch: int, every: int, gamma: float) -> float:
+    """Learning-rate factor at `epoch`: `gamma` to the number of whole `every`-epoch periods."""
+    return float(gamma ** (epoch // every))
 
 
 def one_cycle(step: int, total: int, warmup_share: float = 0.1) -> float:

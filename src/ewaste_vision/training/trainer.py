@@ -37,6 +37,7 @@ from ewaste_vision.models.registry import get_backbone_spec
 from ewaste_vision.runs import MODEL_FILE, ModelMeta, save_model
 from ewaste_vision.tasks import LabelTask, Task, get_task
 from ewaste_vision.training.features import cached_features, extract_pooled_features
+from ewaste_vision.training.init_from_run import load_source_backbone, read_source_backbone
 from ewaste_vision.training.modules import SupervisedModule
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,8 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult | None:
     than rank 0 (only rank 0 writes the results).
     """
     task = get_task(config.task)  # unknown names fail before anything is written
+    if config.init:
+        read_source_backbone(config.init, config.backbone)  # so does a bad --init run
     result: TrainResult | None = task.train_run(config.with_task_defaults(task.defaults), progress)
     return result
 
@@ -75,36 +78,53 @@ def train_labels(task: LabelTask, config: TrainConfig, progress: bool = True) ->
     image_size = config.image_size or spec.input_size
     L.seed_everything(config.seed, workers=True, verbose=False)
     model, weights_source = build_classifier(
-        config.backbone, len(dataset.class_names), config.dropout, config.pretrained, config.weights
+        config.backbone,
+        len(dataset.class_names),
+        config.dropout,
+        config.pretrained and not config.init,
+        config.weights,
+        head=config.head_settings(),
     )
+    if config.init:
+        source = read_source_backbone(config.init, config.backbone)
+        weights_source = load_source_backbone(model.backbone, source)
     meta = ModelMeta(
         config.task, dataset.class_names, config.backbone, image_size, spec.mean, spec.std, config.dropout
     )
+    icam = config.head == "icam"
+    if icam:
+        meta.extra["head"] = config.head_settings().to_dict()  # rebuilt from here by load_classifier
     device = training_device(config.accelerator)
     bf16 = use_bf16(config.precision, device)
 
-    stages: list[tuple[str, Path]] = []
+    # (strategy, folder, on cached features). An iCAM head's crops depend on its CAMs, so its
+    # features cannot be cached: its `linear` strategy trains head and aggregator on images with
+    # the backbone frozen, after a probe on the cached features of the whole image (iteration 0).
+    stages: list[tuple[str, Path, bool]] = []
     if config.strategy == "linear" or (config.head_warmup and weights_source != "untrained"):
-        stages.append(("linear", run_dir / "probe" if config.strategy != "linear" else run_dir))
-    if config.strategy != "linear":
-        stages.append((config.strategy, run_dir))
+        alone = config.strategy == "linear" and not icam
+        stages.append(("linear", run_dir if alone else run_dir / "probe", True))
+    if config.strategy != "linear" or icam:
+        stages.append((config.strategy, run_dir, False))
     best_loss, best_state, kept_stage = float("inf"), None, ""
-    for strategy, stage_dir in stages:
+    for strategy, stage_dir, cached in stages:
         # Fine-tuning starts from a head already fitted on frozen features (linear probe, then
         # fine-tune): the backbone is not pushed around by a random head in the first epochs.
         set_trainable(model, config.backbone, strategy, freeze_early=weights_source != "untrained")
-        if strategy == "linear":
+        if cached:
             module, train_loader, val_loader = _linear_setup(
                 model, task, dataset, config, meta, run_dir, bf16, progress
             )
         else:
             module, train_loader, val_loader = _image_setup(model, task, dataset, config, meta)
-        epochs = config.head_epochs if strategy == "linear" else config.max_epochs
+        epochs = config.head_epochs if cached else config.max_epochs
         trainer, score = fit_with_checkpoints(
             module, train_loader, val_loader, stage_dir, epochs, config, device, bf16, progress
         )
         if trainer.global_rank != 0:
             return None
+        if cached and icam:
+            continue  # its validation loss is the plain head's, not the iCAM network's: no candidate
         stage_loss = score if score is not None else float("inf")
         # Model selection on the validation split spans the stages too: a fine-tune that never
         # beats the linear probe's validation loss does not replace it.
@@ -114,6 +134,8 @@ def train_labels(task: LabelTask, config: TrainConfig, progress: bool = True) ->
     if best_state is not None:
         model.load_state_dict(best_state)
     meta.extra.update(_decision_settings(task, model, meta, dataset))
+    if config.init:
+        meta.extra["init_from"] = weights_source  # the run says where its weights came from
     save_model(run_dir, model.state_dict(), meta)
     training_seconds = time.perf_counter() - started
 
@@ -127,6 +149,7 @@ def train_labels(task: LabelTask, config: TrainConfig, progress: bool = True) ->
             f" (kept the {kept_stage} stage: best validation loss {best_loss:.4f})" if len(stages) > 1 else ""
         ),
         "image_size": image_size,
+        "head": _describe_head(config),
         "precision": "bf16 autocast" if bf16 else "fp32",
         "seed": config.seed,
         "epochs": trainer.current_epoch,
@@ -137,6 +160,16 @@ def train_labels(task: LabelTask, config: TrainConfig, progress: bool = True) ->
     }
     metrics, report = evaluate_run(run_dir, context=context, progress=progress)
     return TrainResult(run_dir, metrics, report, time.perf_counter() - started)
+
+
+def _describe_head(config: TrainConfig) -> str:
+    """The head, for the report (with iCAM's settings)."""
+    if config.head != "icam":
+        return config.head
+    return (
+        f"icam ({config.icam_iterations} iterations, {config.aggregate} aggregate, "
+        f"crops of {config.icam_crop_fraction:g} of each view)"
+    )
 
 
 def _decision_settings(
@@ -317,6 +350,15 @@ def describe_duplicates(duplicates: DuplicateSummary, split_given: bool) -> list
     return lines
 
 
+def _schedule(config: TrainConfig) -> dict[str, Any]:
+    """The learning-rate schedule settings of `SupervisedModule`."""
+    return {
+        "lr_schedule": config.lr_schedule,
+        "lr_step_epochs": config.lr_step_epochs,
+        "lr_step_gamma": config.lr_step_gamma,
+    }
+
+
 def _loader(dataset: Any, batch_size: int, shuffle: bool, seed: int) -> DataLoader[Any]:
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=0)
@@ -341,6 +383,7 @@ def _linear_setup(
             "backbone": config.backbone,
             "weights": config.weights,
             "pretrained": config.pretrained,
+            "init": config.init,
             "size": meta.image_size,
             "views": views,
             "split": split,
@@ -369,7 +412,9 @@ def _linear_setup(
     )
     val_set = TensorDataset(features["val"][0], task.targets(dataset.in_split("val"), num_classes))
     head = torch.nn.Sequential(model.dropout, model.head)  # shares modules with `model`
-    module = SupervisedModule(head, task, config.lr, config.weight_decay, loss_name=config.loss)
+    module = SupervisedModule(
+        head, task, config.lr, config.weight_decay, loss_name=config.loss, **_schedule(config)
+    )
     return (
         module,
         _loader(train_set, config.batch_size, True, config.seed),
@@ -406,6 +451,7 @@ def _image_setup(
         frozen_batchnorm=frozen_batchnorm_modules(model),
         channels_last=True,
         loss_name=config.loss,
+        **_schedule(config),
     )
     return (
         module,
