@@ -145,6 +145,16 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--size", type=int, default=320, help="board image size in pixels (default 320)")
     synth.add_argument("--seed", type=int, default=0)
     synth.set_defaults(handler=_cmd_data_synth)
+    synth_ct = data_commands.add_parser(
+        "synth-ct", help="procedural device CT volumes (NRRD) and RGB photos of their outside"
+    )
+    synth_ct.add_argument("--out", type=Path, required=True)
+    synth_ct.add_argument("--classes", type=int, required=True, help="number of device classes (2 or more)")
+    synth_ct.add_argument("--devices-per-class", type=int, default=3, help="devices per class (default 3)")
+    synth_ct.add_argument("--size", type=int, default=96, help="voxels along a device's length (default 96)")
+    synth_ct.add_argument("--photos-per-device", type=int, default=8, help="photos per device (default 8)")
+    synth_ct.add_argument("--seed", type=int, default=0)
+    synth_ct.set_defaults(handler=_cmd_data_synth_ct)
     return parser
 
 
@@ -337,9 +347,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_check(args: argparse.Namespace) -> int:
+    from ewaste_vision.ct.check import check_volumes, format_volume_report, holds_volumes
     from ewaste_vision.data.check import check_dataset, format_report
     from ewaste_vision.io.atomic import write_json
 
+    if holds_volumes(args.dir):
+        volumes = check_volumes(args.dir)
+        print(format_volume_report(volumes))
+        if args.json:
+            write_json(args.json, volumes.to_dict())
+        return 0
     report = check_dataset(args.dir)
     print(format_report(report))
     if args.json:
@@ -395,6 +412,24 @@ def _cmd_data_synth(args: argparse.Namespace) -> int:
         raise UserError(f"-n must be at least 1, got {args.n}")
     root = write_synthetic_boards(args.out, args.n, seed=args.seed, size=args.size)
     print(f"wrote {args.n} synthetic boards with YOLO labels to {root}")
+    return 0
+
+
+def _cmd_data_synth_ct(args: argparse.Namespace) -> int:
+    from ewaste_vision.ct.synth_ct import write_synthetic_ct
+
+    result = write_synthetic_ct(
+        args.out,
+        args.classes,
+        devices_per_class=args.devices_per_class,
+        size=args.size,
+        photos_per_device=args.photos_per_device,
+        seed=args.seed,
+    )
+    print(
+        f"wrote {len(result.volumes)} CT volumes to {result.root / 'volumes'} and "
+        f"{len(result.photos)} photos to {result.root / 'rgb'} ({len(result.class_names)} classes)"
+    )
     return 0
 
 
