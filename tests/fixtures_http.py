@@ -1,0 +1,146 @@
+"""Web hosts on the loopback interface for the crawler tests: nothing leaves the machine.
+
+Each `FixtureHost` is a `ThreadingHTTPServer` on 127.0.0.1 with a port of its own (port 0: the
+kernel picks a free one), so several of them stand for several hosts. A `SilentHost` accepts TCP
+connections and never answers, like a host whose server hangs.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+@dataclass(frozen=True)
+class Route:
+    """What a host answers for one path.
+
+    Attributes:
+        body: the response body.
+        content_type: the Content-Type header.
+        status: the HTTP status.
+        delay_s: seconds to wait before answering (a slow host).
+        headers: more headers.
+    """
+
+    body: bytes = b""
+    content_type: str = "text/html"
+    status: int = 200
+    delay_s: float = 0.0
+    headers: Mapping[str, str] | None = None
+
+
+class FixtureHost:
+    """An HTTP host on 127.0.0.1 serving `routes` (path with query -> Route); others get 404.
+
+    `requests` lists the request paths in the order they arrived; `times` when (monotonic).
+    """
+
+    def __init__(self, routes: Mapping[str, Route] | None = None) -> None:
+        self.routes: dict[str, Route] = dict(routes or {})
+        self.requests: list[str] = []
+        self.times: list[float] = []
+        self.user_agents: list[str] = []
+        host = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                host.requests.append(self.path)
+                host.times.append(time.monotonic())
+                host.user_agents.append(self.headers.get("User-Agent", ""))
+                route = host.routes.get(self.path) or host.routes.get(self.path.split("?")[0])
+                route = route or Route(b"not found", "text/plain", 404)
+                if route.delay_s:
+                    time.sleep(route.delay_s)
+                try:
+                    self.send_response(route.status)
+                    self.send_header("Content-Type", route.content_type)
+                    self.send_header("Content-Length", str(len(route.body)))
+                    for name, value in (route.headers or {}).items():
+                        self.send_header(name, value)
+                    self.end_headers()
+                    self.wfile.write(route.body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the crawler gave up waiting, as it should
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05})
+
+    def url(self, path: str) -> str:
+        """Absolute URL of `path` on this host."""
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def start(self) -> FixtureHost:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(timeout=5)
+
+
+class SilentHost:
+    """Accepts connections on 127.0.0.1 and never sends a byte."""
+
+    def __init__(self) -> None:
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.listen(64)  # the kernel completes handshakes; nobody ever reads or answers
+        self.port = self.socket.getsockname()[1]
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def stop(self) -> None:
+        self.socket.close()
+
+
+@contextmanager
+def serving(*hosts: FixtureHost) -> Iterator[tuple[FixtureHost, ...]]:
+    """Start the hosts, yield them, stop them."""
+    for host in hosts:
+        host.start()
+    try:
+        yield hosts
+    finally:
+        for host in hosts:
+            host.stop()
+
+
+def results_page(items: list[tuple[str, str, str]]) -> bytes:
+    """A search results page: one `<a href=PAGE data-licence=L><img src=URL></a>` per (url, page, licence)."""
+    cells = []
+    for url, page, licence in items:
+        licence_attribute = f' data-licence="{licence}"' if licence else ""
+        cells.append(f'<div class="result"{licence_attribute}><a href="{page}"><img src="{url}"></a></div>')
+    return ("<html><body>" + "\n".join(cells) + "</body></html>").encode()
+
+
+def loopback_only(
+    monkeypatch, allowed: Callable[[str], bool] = lambda host: host == "127.0.0.1"
+) -> list[str]:
+    """Make any socket connection to an address other than 127.0.0.1 fail the test; returns the list
+    of addresses connected to."""
+    connected: list[str] = []
+    original = socket.socket.connect
+
+    def guarded(self: socket.socket, address: object) -> None:
+        host = address[0] if isinstance(address, tuple) else str(address)
+        connected.append(str(host))
+        if not allowed(str(host)):
+            raise AssertionError(f"test tried to reach {host}; tests stay on 127.0.0.1")
+        original(self, address)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+    return connected
