@@ -56,17 +56,21 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run", type=Path, help="run directory")
     evaluate.add_argument("--data", type=Path, help="evaluate on this dataset instead of the run's own split")
     evaluate.add_argument("--split", default="test", help="train, val, test or all (default test)")
+    _add_engine_options(evaluate)
     evaluate.set_defaults(handler=_cmd_evaluate)
 
     predict = commands.add_parser("predict", help="top-k classes or boxes for image files and folders")
     predict.add_argument("run", type=Path, help="run directory, or a .onnx file from `ewaste export`")
-    predict.add_argument("paths", nargs="+", type=Path, help="images or folders of images")
+    predict.add_argument(
+        "paths", nargs="+", help="images or folders of images (with --engine ray also s3:// or gs:// URIs)"
+    )
     predict.add_argument("--out", type=Path, help="write results to FILE.csv or FILE.json")
     predict.add_argument("--top-k", type=int, default=3, help="classes per image (default 3)")
     predict.add_argument(
         "--min-score", type=float, help="detect: boxes scoring above this (default 0.5, 001's rule)"
     )
     predict.add_argument("--batch-size", type=int, default=32)
+    _add_engine_options(predict)
     predict.set_defaults(handler=_cmd_predict)
 
     export = commands.add_parser("export", help="write a run's model for other runtimes (ONNX)")
@@ -99,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="scale a component's content with its box area relative to its class mean",
     )
+    _add_engine_options(value)
     value.set_defaults(handler=_cmd_value)
 
     demo = commands.add_parser("demo", help="the whole job on synthetic boards, offline, in minutes")
@@ -155,7 +160,46 @@ def build_parser() -> argparse.ArgumentParser:
     synth_ct.add_argument("--photos-per-device", type=int, default=8, help="photos per device (default 8)")
     synth_ct.add_argument("--seed", type=int, default=0)
     synth_ct.set_defaults(handler=_cmd_data_synth_ct)
+    crawl = data_commands.add_parser(
+        "crawl", help="download class images from keyword searches and URL lists (QUERIES.yaml)"
+    )
+    crawl.add_argument("queries", type=Path, help="QUERIES.yaml: classes, keywords, max, urls")
+    crawl.add_argument("--out", type=Path, required=True, help="folder for CLASS/NNNNNN.jpg and manifest.csv")
+    crawl.set_defaults(handler=_cmd_data_crawl)
+    clean = data_commands.add_parser(
+        "clean", help="flag duplicates, broken, tiny and off-topic images for review; --apply moves them"
+    )
+    clean.add_argument("dir", type=Path, help="folder of class folders (e.g. from `ewaste data crawl`)")
+    clean.add_argument("--backbone", default="efficientnet_lite0", help="embedding for off-topic images")
+    clean.add_argument("--min-size", type=int, default=64, help="short side below this is tiny (default 64)")
+    clean.add_argument(
+        "--outlier-mads",
+        type=float,
+        default=3.0,
+        help="off-topic: this many MADs below the class's median similarity (default 3)",
+    )
+    clean.add_argument("--apply", action="store_true", help="move files to _accepted/ and _rejected/REASON/")
+    clean.set_defaults(handler=_cmd_data_clean)
     return parser
+
+
+def _add_engine_options(parser: argparse.ArgumentParser) -> None:
+    from ewaste_vision.engines import ENGINES
+
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="local",
+        help='where images are scored: local (default) or ray (pip install -e ".[ray]")',
+    )
+    parser.add_argument(
+        "--address", help="--engine ray: the Ray cluster's address (default: start Ray on this machine)"
+    )
+    parser.add_argument("--workers", type=int, default=1, help="--engine ray: model workers (default 1)")
+
+
+def _engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return {"engine": args.engine, "address": args.address, "workers": args.workers}
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -254,12 +298,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
         if args.data is not None:
             raise UserError("--data is not supported for detect runs yet; evaluate on the run's own split")
-        metrics, report = evaluate_detector(args.run, split=args.split, progress=sys.stderr.isatty())
+        metrics, report = evaluate_detector(
+            args.run, split=args.split, progress=sys.stderr.isatty(), **_engine_kwargs(args)
+        )
     else:
         from ewaste_vision.evaluate import evaluate_run
 
         metrics, report = evaluate_run(
-            args.run, data=args.data, split=args.split, progress=sys.stderr.isatty()
+            args.run, data=args.data, split=args.split, progress=sys.stderr.isatty(), **_engine_kwargs(args)
         )
     print(get_task(meta.task).headline(metrics))
     print(f"report: {report}")
@@ -277,6 +323,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         args.batch_size,
         progress=sys.stderr.isatty(),
         min_score=args.min_score,
+        **_engine_kwargs(args),
     )
     if args.out is not None:
         print(f"wrote {len(rows)} predictions to {args.out}")
@@ -315,7 +362,9 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 def _cmd_value(args: argparse.Namespace) -> int:
     from ewaste_vision.lot_value import value_lot
 
-    result = value_lot(args.run, args.paths, args.out, args.prices, args.size_scaling)
+    result = value_lot(
+        args.run, args.paths, args.out, args.prices, args.size_scaling, **_engine_kwargs(args)
+    )
     total = sum(board.value for board in result.boards)
     currency = result.boards[0].currency if result.boards else ""
     interval = ""
@@ -430,6 +479,23 @@ def _cmd_data_synth_ct(args: argparse.Namespace) -> int:
         f"wrote {len(result.volumes)} CT volumes to {result.root / 'volumes'} and "
         f"{len(result.photos)} photos to {result.root / 'rgb'} ({len(result.class_names)} classes)"
     )
+    return 0
+
+
+def _cmd_data_crawl(args: argparse.Namespace) -> int:
+    from ewaste_vision.collect.crawl import crawl
+
+    summary = crawl(args.queries, args.out, progress=sys.stderr.isatty())
+    print(summary.describe())
+    return 0 if any(r.kept_before + r.kept_now for r in summary.classes) else 1
+
+
+def _cmd_data_clean(args: argparse.Namespace) -> int:
+    from ewaste_vision.collect.clean import CleanSettings, clean_folder
+
+    settings = CleanSettings(backbone=args.backbone, min_size=args.min_size, outlier_mads=args.outlier_mads)
+    report = clean_folder(args.dir, settings, apply=args.apply, progress=sys.stderr.isatty())
+    print(report.describe())
     return 0
 
 
