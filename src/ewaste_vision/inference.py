@@ -111,9 +111,13 @@ class Predictor:
 def load_classifier(state: dict[str, torch.Tensor], meta: ModelMeta, source: Path) -> ImageClassifier:
     """Rebuild the network described by `meta` and load `state` into it."""
     from ewaste_vision.errors import RunError
+    from ewaste_vision.model_meta import HeadSettings
     from ewaste_vision.models.classifier import build_classifier
 
-    model, _ = build_classifier(meta.backbone, len(meta.class_names), meta.dropout, pretrained=False)
+    head = HeadSettings.of(meta, source)  # `linear`, or the iCAM settings the run was trained with
+    model, _ = build_classifier(
+        meta.backbone, len(meta.class_names), meta.dropout, pretrained=False, head=head
+    )
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

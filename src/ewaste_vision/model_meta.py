@@ -10,7 +10,62 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ewaste_vision.errors import RunError
+from ewaste_vision.errors import RunError, UserError
+
+HEADS = ("linear", "icam")
+"""Heads a classifier can have: `linear` (pooling, dropout, linear) or `icam` (Iterative Class
+Activation Mapping, 002; `models/icam.py`)."""
+
+AGGREGATES = ("weighted", "mean", "sum")
+"""How an iCAM head combines the pooled features of its iterations (002, Sec. IV-B)."""
+
+
+@dataclass(frozen=True)
+class HeadSettings:
+    """What kind of head a classifier has, as plain values (stored in `ModelMeta.extra["head"]`)."""
+
+    kind: str = "linear"
+    """One of `HEADS`."""
+    iterations: int = 3
+    """iCAM: backbone passes per image (the first on the whole image, each later one on a crop)."""
+    aggregate: str = "weighted"
+    """iCAM: one of `AGGREGATES`."""
+    crop_fraction: float = 0.5
+    """iCAM: side of each crop as a fraction of the side of the view it is cut from."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in HEADS:
+            raise UserError(f"unknown head {self.kind!r}; choose one of {', '.join(HEADS)}")
+        if self.iterations < 1:
+            raise UserError(f"icam_iterations must be at least 1, got {self.iterations}")
+        if self.aggregate not in AGGREGATES:
+            raise UserError(f"unknown aggregate {self.aggregate!r}; choose one of {', '.join(AGGREGATES)}")
+        if not 0.0 < self.crop_fraction < 1.0:
+            raise UserError(f"icam_crop_fraction must be between 0 and 1, got {self.crop_fraction}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "iterations": int(self.iterations),
+            "aggregate": self.aggregate,
+            "crop_fraction": float(self.crop_fraction),
+        }
+
+    @classmethod
+    def of(cls, meta: ModelMeta, source: Path | str = "model.pt") -> HeadSettings:
+        """The head of the network `meta` describes (`linear` for runs that stored none)."""
+        values = meta.extra.get("head") or {}
+        try:
+            return cls(
+                kind=str(values.get("kind", "linear")),
+                iterations=int(values.get("iterations", 3)),
+                aggregate=str(values.get("aggregate", "weighted")),
+                crop_fraction=float(values.get("crop_fraction", 0.5)),
+            )
+        except (AttributeError, TypeError, ValueError, UserError) as exc:
+            raise RunError(
+                f"{source}: head settings {values!r} are damaged ({exc}); retrain the run"
+            ) from exc
 
 
 @dataclass

@@ -3,7 +3,9 @@
 For every image: the classes to explain are chosen from the model's own probabilities (by default
 the top 2 above the run's decision thresholds, as in 000), their maps are computed by the chosen
 CAM method, and `OUT/<image-stem>/<class>.png` (one overlay per class) and `OUT/<image-stem>/panel.png`
-(the image and all overlays, with a colour bar) are written.
+(the image and all overlays, with a colour bar) are written. For a run with an iCAM head,
+`OUT/<image-stem>/icam.png` also shows the crop chosen at each iteration over its CAM, and the
+per-class maps are those of its first view (the whole image).
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ import torch
 from ewaste_vision.data.images import load_rgb
 from ewaste_vision.errors import UnreadableImageError, UserError
 from ewaste_vision.explain.gradcam import upsample_and_normalise
+from ewaste_vision.explain.icam_panel import ICAM_PANEL_NAME, save_icam_panel
 from ewaste_vision.explain.methods import class_activation_maps, get_cam_method
 from ewaste_vision.explain.render import overlay_heatmap, save_panel, save_png
 from ewaste_vision.inference import Predictor, expand_image_paths
+from ewaste_vision.models.icam import IcamClassifier
 from ewaste_vision.runs import ModelMeta
 
 MULTILABEL_TASKS = ("multilabel",)
@@ -95,6 +99,7 @@ def explain_paths(
     cam_method = get_cam_method(method)
     predictor = Predictor.from_run(run_dir, precision="32", compile="never")
     model, meta = predictor.model.eval(), predictor.meta
+    icam = isinstance(model, IcamClassifier)
     selection = parse_class_selection(classes, meta.class_names)
     out = Path(out_dir)
     folders = _output_folders(expand_image_paths(paths))
@@ -107,7 +112,8 @@ def explain_paths(
             skipped.append((path, exc.reason))
             continue
         tensor = predictor.transform(image).unsqueeze(0)  # [1, 3, S, S]
-        if cam_method.all_classes_cheap:
+        # An iCAM head's probabilities come from all its views, not from the first view's head.
+        if cam_method.all_classes_cheap and not icam:
             raw, logits = class_activation_maps(model, tensor, None, method, meta.backbone, target_layer)
             probs = predictor.task.probabilities(logits)[0]  # [N]
             chosen = choose_classes(probs, meta, selection)
@@ -125,8 +131,14 @@ def explain_paths(
             target = result.folder / f"{_class_file_stem(name)}.png"
             result.files.append(save_png(overlay_heatmap(image, heatmap), target))
         titles = [f"{name}  p={p:.2f}" for name, p in zip(names, result.probabilities, strict=True)]
+        if isinstance(model, IcamClassifier):
+            with torch.no_grad():
+                trace = model.trace(tensor)
+            crops = result.folder / f"{ICAM_PANEL_NAME}.png"
+            result.files.append(save_icam_panel(image, trace, meta.class_names, meta.image_size, crops))
         panel = result.folder / f"{PANEL_NAME}.png"
-        result.files.append(save_panel(image, maps, titles, panel, shared_scale, method_label=method))
+        label = f"{method}, iCAM view 0" if icam else method
+        result.files.append(save_panel(image, maps, titles, panel, shared_scale, method_label=label))
         explained.append(result)
     return ExplainSummary(explained, skipped, method)
 
@@ -193,7 +205,7 @@ def _output_folders(paths: Sequence[Path]) -> dict[Path, str]:
 
 def _class_file_stem(class_name: str) -> str:
     name = _safe_name(class_name) or "class"
-    return f"class-{name}" if name == PANEL_NAME else name
+    return f"class-{name}" if name in (PANEL_NAME, ICAM_PANEL_NAME) else name
 
 
 def _safe_name(text: str) -> str:

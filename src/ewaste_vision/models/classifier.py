@@ -1,10 +1,12 @@
-"""A backbone with global pooling, dropout and a linear head: the network of every classifier."""
+"""A backbone with global pooling, dropout and a linear head: the network of every classifier
+(`build_classifier` also makes the iCAM head of `models.icam`)."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from ewaste_vision.model_meta import HeadSettings
 from ewaste_vision.models.registry import create_backbone, get_backbone_spec
 
 
@@ -37,20 +39,41 @@ class ImageClassifier(nn.Module):
 
 
 def build_classifier(
-    backbone: str, num_classes: int, dropout: float = 0.2, pretrained: bool = True, weights: str | None = None
+    backbone: str,
+    num_classes: int,
+    dropout: float = 0.2,
+    pretrained: bool = True,
+    weights: str | None = None,
+    head: HeadSettings | None = None,
 ) -> tuple[ImageClassifier, str]:
-    """Make an `ImageClassifier` on a registered backbone; returns it and its weights' source."""
+    """Make a classifier on a registered backbone; returns it and its weights' source.
+
+    Args:
+        backbone: a registered backbone name.
+        num_classes: outputs of the linear layer.
+        dropout: dropout before the linear layer.
+        pretrained: load ImageNet weights when they can be had.
+        weights: a local weights file for the backbone.
+        head: the head (`linear` when None); `icam` makes an `IcamClassifier`.
+    """
     network, source = create_backbone(backbone, pretrained=pretrained, weights=weights)
-    return ImageClassifier(network, num_classes, dropout), source
+    if head is None or head.kind == "linear":
+        return ImageClassifier(network, num_classes, dropout), source
+    from ewaste_vision.models.icam import IcamClassifier
+
+    model = IcamClassifier(network, num_classes, dropout, head.iterations, head.aggregate, head.crop_fraction)
+    return model, source
 
 
 def set_trainable(
     model: ImageClassifier, backbone_name: str, strategy: str, freeze_early: bool = False
 ) -> None:
-    """Freeze the backbone as `strategy` says (see `set_backbone_trainable`); the head always trains."""
+    """Freeze the backbone as `strategy` says (see `set_backbone_trainable`); the head (and any
+    other layer outside the backbone, such as iCAM's aggregator) always trains."""
     set_backbone_trainable(model.backbone, backbone_name, strategy, freeze_early)
-    for parameter in model.head.parameters():
-        parameter.requires_grad = True
+    for name, parameter in model.named_parameters():
+        if not name.startswith("backbone."):
+            parameter.requires_grad = True
 
 
 def set_backbone_trainable(
