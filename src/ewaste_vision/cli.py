@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-score", type=float, help="detect: boxes scoring above this (default 0.5, 001's rule)"
     )
     predict.add_argument("--batch-size", type=int, default=32)
+    predict.add_argument(
+        "--xray", nargs="+", help="fuse runs: X-ray images or folders, paired with PATHS by file stem"
+    )
     _add_engine_options(predict)
     predict.set_defaults(handler=_cmd_predict)
 
@@ -293,6 +296,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from ewaste_vision.tasks import get_task
 
     _, meta = read_model_file(resolve_run_dir(args.run) / "model.pt")
+    if meta.task == "fuse":
+        from ewaste_vision.fusion.evaluate import evaluate_fusion
+
+        metrics, report = evaluate_fusion(
+            args.run, data=args.data, split=args.split, progress=sys.stderr.isatty()
+        )
+        print(get_task(meta.task).headline(metrics))
+        print(f"report: {report}")
+        return 0
     if meta.task == "detect":
         from ewaste_vision.detect.evaluate import evaluate_detector
 
@@ -313,8 +325,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    from ewaste_vision.fusion.predict import is_fusion_run
     from ewaste_vision.predict import predict_to_file
 
+    if args.xray is not None or is_fusion_run(args.run):
+        return _predict_pairs(args)
     rows, skipped = predict_to_file(
         args.run,
         args.paths,
@@ -334,6 +349,22 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             print(row["file"], "(no boxes above the minimum score)")
         for name, score, box in row.get("detections", []):
             print(row["file"], name, f"{score:.3f}", " ".join(f"{v:.1f}" for v in box))
+    for path, reason in skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    return 0
+
+
+def _predict_pairs(args: argparse.Namespace) -> int:
+    """`ewaste predict FUSE_RUN RGB... --xray XRAY...`: one fused prediction per (RGB, X-ray) pair."""
+    from ewaste_vision.fusion.predict import is_fusion_run, predict_pairs_to_file
+
+    if not is_fusion_run(args.run):
+        raise UserError(f"{args.run}: --xray is for fuse runs (ewaste train DATA --task fuse)")
+    rows, skipped = predict_pairs_to_file(args.run, args.paths, args.xray or [], args.out, args.top_k)
+    if args.out is not None:
+        print(f"wrote {len(rows)} predictions to {args.out}")
+    for row in rows if args.out is None else []:
+        print(row["file"], "+", row["xray"], " ".join(f"{c}={p:.3f}" for c, p in row["top"]))
     for path, reason in skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     return 0

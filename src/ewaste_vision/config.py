@@ -105,10 +105,21 @@ class TrainConfig:
     the image (see `detect.box_classifier`)."""
     repeats: int = 1
     """`detect`: train this many seeds (seed, seed+1, ...) and report mean and standard deviation."""
+    fusion: str = "fast"
+    """`fuse`: `fast` (002: the streams' extractors and aggregators frozen, their classifier layers
+    and the fusion layer trained) or `slow` (the streams' higher layers trainable too)."""
+    rgb_run: str | None = None
+    """`fuse`: a finished classify run on the RGB images to use as the RGB stream (trained first,
+    in the run, when not given)."""
+    xray_run: str | None = None
+    """`fuse`: a finished classify run on the X-ray images to use as the X-ray stream."""
     precision: str = "auto"
     """`auto` (bf16 where the hardware supports it), `bf16` or `32`."""
     devices: int = 1
     """Processes (CPU) or GPUs; more than one trains with DDP."""
+    num_nodes: int = 1
+    """Machines taking part (Lightning's `num_nodes`); each runs `--devices` processes, and more
+    than one process in all trains with DDP. Launch one command per node with `torchrun` (README)."""
     accelerator: str = "auto"
     """`auto`, `cpu` or `gpu`."""
     resume: bool = False
@@ -127,7 +138,7 @@ class TrainConfig:
             raise UserError(f"unknown lr_schedule {self.lr_schedule!r}; choose onecycle or step")
         if not 0.0 < self.lr_step_gamma <= 1.0:
             raise UserError(f"lr_step_gamma must be in (0, 1], got {self.lr_step_gamma}")
-        for name in ("head_epochs", "devices", "feature_views", "repeats", "lr_step_epochs"):
+        for name in ("head_epochs", "devices", "num_nodes", "feature_views", "repeats", "lr_step_epochs"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("batch_size", "max_epochs", "lr"):
@@ -136,8 +147,10 @@ class TrainConfig:
                     f"{name} must be positive (or 0 for the task's own), got {getattr(self, name)}"
                 )
         self.head_settings()  # unknown head or aggregate, bad iteration count: fail here
-        if self.head != "linear" and self.task != "classify":
+        if self.head != "linear" and self.task not in ("classify", "fuse"):
             raise UserError(f"--head {self.head} is for the classify task, not {self.task!r}")
+        if self.fusion not in ("fast", "slow"):
+            raise UserError(f"unknown fusion {self.fusion!r}; choose fast or slow")
         if self.image_size < 0 or 0 < self.image_size < 32:
             raise UserError(
                 f"image_size {self.image_size} is too small; use 32 or more (or 0 for the default)"

@@ -50,6 +50,12 @@ def export_onnx(run_dir: Path | str, out: Path | str | None = None) -> list[Path
     run = resolve_run_dir(run_dir)
     state, meta = read_model_file(run / MODEL_FILE)
     target = Path(out) if out is not None else run / "model.onnx"
+    if meta.task == "fuse":  # two image inputs (RGB, X-ray): 002's RGB-X network
+        from ewaste_vision.fusion.export import FUSION_INPUTS, fusion_graph
+
+        fused, inputs, axes = fusion_graph(state, meta, run / MODEL_FILE)
+        _write(fused, inputs, target, list(FUSION_INPUTS), [PROBABILITIES], axes, OnnxMeta(meta).to_props())
+        return [target]
     graph, example, outputs, dynamic_axes, onnx_meta = _graph_for(state, meta, run / MODEL_FILE)
     try:
         import onnx  # noqa: F401

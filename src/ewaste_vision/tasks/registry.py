@@ -120,6 +120,7 @@ TASK_MODULES: tuple[str, ...] = (
     "ewaste_vision.tasks.classify",
     "ewaste_vision.tasks.detect",
     "ewaste_vision.tasks.multilabel",
+    "ewaste_vision.tasks.fuse",
 )
 """The built-in tasks' modules, in the order `available_tasks` lists them; each registers itself."""
 
