@@ -1,7 +1,8 @@
 """The package's import graph: no import ring may grow, and the task registry stays below the tasks.
 
 Every `import` and `from ... import` counts, at module level or inside a function (a function-level
-import is how the old 13-module ring between the tasks, their registry and the trainers formed).
+import is how the old 13-module ring between the tasks, their registry and the trainers formed);
+only imports under `if TYPE_CHECKING:` are left out, as they never run.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def imported_modules(module: str, path: Path, known: set[str]) -> set[str]:
     """The package's modules that `module` imports anywhere in its body."""
     is_package = path.name == "__init__.py"
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in _runtime_nodes(ast.parse(path.read_text(encoding="utf-8"))):
         names: list[str] = []
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
@@ -60,6 +61,21 @@ def imported_modules(module: str, path: Path, known: set[str]) -> set[str]:
                 if short in known and short != module:
                     found.add(short)
     return found
+
+
+def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:
+    """Every node of `tree` except the bodies of `if TYPE_CHECKING:` blocks (annotations only,
+    never imported at run time, so they cannot close an import ring)."""
+    nodes: list[ast.AST] = []
+    pending = [tree]
+    while pending:
+        node = pending.pop()
+        nodes.append(node)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            pending.extend(node.orelse)
+            continue
+        pending.extend(ast.iter_child_nodes(node))
+    return nodes
 
 
 def import_graph() -> nx.DiGraph:
