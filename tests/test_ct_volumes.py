@@ -187,6 +187,11 @@ BAD_INPUTS = {
     ),
     "sidecar two values": (lambda tmp: write_stack(tmp / "s2.npy", _voxels(), (1.0, 1.0)), "spacing"),
     "sidecar not json": (lambda tmp: _bad_sidecar(tmp / "sj.npy"), "sidecar"),
+    "single dicom slice": (
+        lambda tmp: sorted(write_dicom_series(tmp / "s", _voxels()).iterdir())[0],
+        "single slice",
+    ),
+    "single-slice npy": (lambda tmp: write_stack(tmp / "one.npy", _voxels()[:1]), "single slice"),
     "two dicom series": (lambda tmp: _two_series(tmp / "mixed"), "2 DICOM series"),
     "missing": (lambda tmp: tmp / "nowhere.nrrd", "not found"),
     "not a volume": (lambda tmp: _write(tmp / "notes.txt", b"hello"), "not a volume"),

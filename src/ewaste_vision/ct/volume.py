@@ -432,6 +432,12 @@ def _check_voxels(path: Path, voxels: np.ndarray) -> None:
         raise DataError(f"{path}: holds shape {voxels.shape}; a CT volume is [D, H, W] (3-D)")
     if voxels.size == 0:
         raise DataError(f"{path}: empty volume (shape {voxels.shape}); replace or remove the file")
+    if min(voxels.shape) < 2:
+        hint = "; pass the folder holding all slices of the scan" if volume_suffix(path) == ".dcm" else ""
+        raise DataError(
+            f"{path}: a single slice (shape {voxels.shape}), not a volume; a CT volume needs at least "
+            f"2 voxels along each axis{hint}"
+        )
     low, high = float(np.min(voxels)), float(np.max(voxels))
     if not (math.isfinite(low) and math.isfinite(high)):
         raise DataError(f"{path}: holds NaN or infinite voxel values; replace or re-export the file")
