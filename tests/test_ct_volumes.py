@@ -92,6 +92,7 @@ FORMATS = {
     "nii.gz": lambda tmp, v: write_sitk(tmp / "scan.nii.gz", v),
     "mha": lambda tmp, v: write_sitk(tmp / "scan.mha", v),
     "dicom_series": lambda tmp, v: write_dicom_series(tmp / "scan", v),
+    "dicom_multiframe": lambda tmp, v: write_sitk(tmp / "scan.dcm", v),  # one multi-frame file
     "tiff": lambda tmp, v: write_stack(tmp / "scan.tif", v),
     "npy": lambda tmp, v: write_stack(tmp / "scan.npy", v),
 }
@@ -100,6 +101,8 @@ FORMATS = {
 @pytest.mark.parametrize("kind", FORMATS)
 def test_every_format_round_trips_voxels_and_spacing(tmp_path: Path, kind: str):
     voxels = _voxels()
+    if kind == "dicom_multiframe":  # GDCM writes a 3-D image to one file only unsigned
+        voxels = (voxels.astype(np.int32) + 1000).astype(np.uint16)
     volume = read_volume(FORMATS[kind](tmp_path, voxels))
     assert volume.voxels.dtype == np.float32
     assert volume.shape == SHAPE
