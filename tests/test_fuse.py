@@ -107,6 +107,21 @@ def test_device_split_keeps_each_device_in_one_split_on_both_sides(pairs_data: P
             assert {r.label for r in side if r.split == split} == {0, 1, 2}
 
 
+def test_one_sided_split_folders_carry_over_to_the_other_side_by_device(tmp_path: Path):
+    root = make_paired_dataset(tmp_path / "data", classes=2, devices=3)
+    assert device_of(Path("dev01__a0003.png")) == "dev01"  # `ewaste data synth-xray` renders
+    for path in sorted((root / "xray").rglob("*.png")):  # X-ray side only: split folders by device
+        split = ("train", "val", "test")[int(path.stem[4])]
+        target = root / "xray" / split / path.parent.name / f"{path.stem[:5]}__a{path.stem[-2:]}.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        path.rename(target)
+        if not any(path.parent.iterdir()):
+            path.parent.rmdir()
+    data = read_paired_folders(root)
+    for record in data.rgb:
+        assert record.split == ("train", "val", "test")[int(record.path.stem[4])]
+
+
 def _tiny_fusion(mode: str) -> TwoStreamFusion:
     torch.manual_seed(0)
     streams = [build_classifier("tiny", 3, pretrained=False)[0] for _ in range(2)]

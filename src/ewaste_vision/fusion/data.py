@@ -5,9 +5,11 @@ Layout (each side may have its own train/val/test folders, or neither has):
     ROOT/rgb/<class>/<images>       ROOT/xray/<class>/<images>
 
 An RGB file and an X-ray file of one class with the same stem are a *true pair* (one device seen
-both ways); any other image is paired at random within its class (`pairing`). Without split
-folders, files are split by *device*, the stem up to a last `_NN` or `-NN` (`phone3_07.png` ->
-`phone3`), so no device has images on both sides of a split, in either modality.
+both ways); any other image is paired at random within its class (`pairing`). Files are grouped
+by *device*: the stem up to a `__` (the renders of `ewaste data synth-xray`, `dev01__a0003.png`)
+or a last `_NN` / `-NN` (`phone3_07.png` -> `phone3`). Without split folders, whole devices are
+dealt to train, validation and test, so no device has images on both sides of a split, in either
+modality; when only one side has split folders, the other side's files follow their device.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ MODALITIES = ("rgb", "xray")
 """The two streams, in the order the fusion layer concatenates them."""
 
 _LAYOUT = "the fuse task needs ROOT/rgb/<class>/<images> and ROOT/xray/<class>/<images>"
-_DEVICE_SUFFIX = re.compile(r"[_-]\d+$")
+_DEVICE_SUFFIX = re.compile(r"__.*$|[_-]\d+$")
 
 
 @dataclass
@@ -71,17 +73,40 @@ def read_paired_folders(root: Path | str) -> PairedImages:
             f"{root / 'rgb' / name}: class {name!r} has X-ray images but no RGB images; "
             f"add RGB images of {name} there, or move {root / 'xray' / name} out of the dataset"
         )
-    if rgb.has_split != xray.has_split:
-        with_split = "rgb" if rgb.has_split else "xray"
-        raise DataError(
-            f"{root / with_split}: only this side has train/val/test folders; give both sides "
-            "split folders, or neither (the task then splits by device)"
-        )
-    return PairedImages(root, rgb.class_names, rgb.records, xray.records, rgb.skipped + xray.skipped)
+    rgb_records, xray_records = rgb.records, xray.records
+    if rgb.has_split and not xray.has_split:
+        xray_records = _follow_device_split(rgb_records, xray_records, root / "rgb", rgb.class_names)
+    elif xray.has_split and not rgb.has_split:
+        rgb_records = _follow_device_split(xray_records, rgb_records, root / "xray", rgb.class_names)
+    return PairedImages(root, rgb.class_names, rgb_records, xray_records, rgb.skipped + xray.skipped)
+
+
+def _follow_device_split(
+    split: list[ImageRecord], unsplit: list[ImageRecord], split_root: Path, class_names: list[str]
+) -> list[ImageRecord]:
+    """`unsplit` with the split of its device on the other side (`split`, from `split_root`)."""
+    split_of: dict[tuple[int, str], str | None] = {}
+    for record in split:
+        key = (record.label, device_of(record.path))
+        if split_of.setdefault(key, record.split) != record.split:
+            raise DataError(
+                f"{record.path}: device {key[1]!r} of class {class_names[key[0]]!r} sits in more than "
+                f"one split folder under {split_root}; keep each device in one split"
+            )
+    out = []
+    for record in unsplit:
+        key = (record.label, device_of(record.path))
+        if key not in split_of:
+            raise DataError(
+                f"{record.path}: device {key[1]!r} has no images under {split_root}, so its split is "
+                "unknown; add split folders on this side too, or images of the device on the other"
+            )
+        out.append(dataclasses.replace(record, split=split_of[key]))
+    return out
 
 
 def device_of(path: Path) -> str:
-    """The device a file shows: its stem up to a last `_NN` / `-NN` (`phone3_07` -> `phone3`)."""
+    """The device a file shows: its stem up to a `__` or a last `_NN` / `-NN` (`phone3_07` -> `phone3`)."""
     return _DEVICE_SUFFIX.sub("", path.stem) or path.stem
 
 
