@@ -109,6 +109,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_engine_options(value)
     value.set_defaults(handler=_cmd_value)
 
+    transfer = commands.add_parser(
+        "transfer", help="003's study: from scratch, from a source run and from ImageNet, on one target split"
+    )
+    transfer.add_argument("source", type=Path, help="finished run whose backbone the transfer rows start")
+    transfer.add_argument("target", type=Path, help="target dataset folder (class folders)")
+    transfer.add_argument("--out", type=Path, required=True, help="folder for the rows' runs and the report")
+    transfer.add_argument(
+        "--imagenet",
+        nargs="*",
+        default=["efficientnet_lite0", "resnet18", "inception_v3"],
+        metavar="BACKBONE",
+        help="ImageNet-initialised backbones to compare (default efficientnet_lite0 resnet18 inception_v3)",
+    )
+    transfer.add_argument("--max-epochs", type=int, default=30, help="epochs of rows that train the backbone")
+    transfer.add_argument("--head-epochs", type=int, default=100, help="epochs of head-only (linear) rows")
+    transfer.add_argument("--image-size", type=int, default=0, help="0: the source run's / each backbone's")
+    transfer.add_argument("--lr-schedule", choices=("step", "onecycle"), default="step")
+    transfer.add_argument("--seed", type=int, default=0)
+    transfer.set_defaults(handler=_cmd_transfer)
+
     demo = commands.add_parser("demo", help="the whole job on synthetic boards, offline, in minutes")
     demo.add_argument(
         "--out", type=Path, default=Path("ewaste-demo"), help="output folder (default ewaste-demo)"
@@ -163,6 +183,20 @@ def build_parser() -> argparse.ArgumentParser:
     synth_ct.add_argument("--photos-per-device", type=int, default=8, help="photos per device (default 8)")
     synth_ct.add_argument("--seed", type=int, default=0)
     synth_ct.set_defaults(handler=_cmd_data_synth_ct)
+    synth_xray = data_commands.add_parser(
+        "synth-xray", help="domain-randomised radiographs (DRRs) of CT volumes, as 16-bit class folders"
+    )
+    synth_xray.add_argument("volumes", type=Path, help="VOLUMES/CLASS/DEVICE.nrrd (as `synth-ct` writes)")
+    synth_xray.add_argument("--out", type=Path, required=True, help="folder for CLASS/*.png and manifest")
+    synth_xray.add_argument("-n", type=int, default=100, help="accepted renders per volume (default 100)")
+    synth_xray.add_argument("--config", type=Path, help="DR settings YAML (default: configs/dr_default.yaml)")
+    synth_xray.add_argument("--seed", type=int, default=0)
+    synth_xray.add_argument(
+        "--split-by-device", action="store_true", help="write train/val/test with whole devices per split"
+    )
+    synth_xray.add_argument("--batch-size", type=int, default=4, help="renders per projector call")
+    synth_xray.add_argument("--device", help="torch device (default: cuda when there is one, else cpu)")
+    synth_xray.set_defaults(handler=_cmd_data_synth_xray)
     crawl = data_commands.add_parser(
         "crawl", help="download class images from keyword searches and URL lists (QUERIES.yaml)"
     )
@@ -409,6 +443,35 @@ def _cmd_value(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_transfer(args: argparse.Namespace) -> int:
+    from ewaste_vision.models.registry import get_backbone_spec
+    from ewaste_vision.transfer.study import StudySettings, default_rows, row_title, run_transfer_study
+
+    for name in args.imagenet:
+        get_backbone_spec(name)  # an unknown name fails before anything trains
+    if args.max_epochs < 1 or args.head_epochs < 1:
+        raise UserError("--max-epochs and --head-epochs must be at least 1")
+    settings = StudySettings(
+        max_epochs=args.max_epochs,
+        head_epochs=args.head_epochs,
+        image_size=args.image_size,
+        lr_schedule=args.lr_schedule,
+        seed=args.seed,
+    )
+    results, report = run_transfer_study(
+        args.source, args.target, args.out, default_rows(tuple(args.imagenet)), settings
+    )
+    for result in results:
+        title = row_title(result.row, result.backbone)
+        if result.skipped:
+            print(f"{title}: not trained ({result.skipped})")
+        else:
+            low, high = result.accuracy_ci95
+            print(f"{title}: {100 * (result.accuracy or 0):.1f}% (95% CI {100 * low:.1f}-{100 * high:.1f}%)")
+    print(f"report: {report}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from ewaste_vision.demo import run_demo
 
@@ -510,6 +573,28 @@ def _cmd_data_synth_ct(args: argparse.Namespace) -> int:
         f"wrote {len(result.volumes)} CT volumes to {result.root / 'volumes'} and "
         f"{len(result.photos)} photos to {result.root / 'rgb'} ({len(result.class_names)} classes)"
     )
+    return 0
+
+
+def _cmd_data_synth_xray(args: argparse.Namespace) -> int:
+    from ewaste_vision.ct.render_job import synth_xray_folder
+
+    summary, config = synth_xray_folder(
+        args.volumes,
+        args.out,
+        args.n,
+        args.config,
+        seed=args.seed,
+        split_by_device=args.split_by_device,
+        batch_size=args.batch_size,
+        device=args.device,
+        progress=sys.stderr.isatty(),
+    )
+    lines = summary.describe(config.keypoints.min_count)
+    print(lines[0])
+    for line in lines[1:]:
+        print(line, file=sys.stderr)
+    _print_skipped(summary.skipped)
     return 0
 
 

@@ -6,6 +6,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ewaste_vision.data.records import ImageRecord
 from ewaste_vision.data.split_file import read_split_file
 from ewaste_vision.errors import DataError, UserError
@@ -21,8 +23,14 @@ def evaluate_run(
     split: str = "test",
     context: dict[str, Any] | None = None,
     progress: bool = False,
+    engine: str = "local",
+    address: str | None = None,
+    workers: int = 1,
 ) -> tuple[dict[str, Any], Path]:
     """Score the model in `run_dir` and write metrics, plots and a report.
+
+    `engine="ray"` computes the probabilities on Ray (see `predict.predict_paths`); the scores are
+    computed here from them, as with the local engine.
 
     Without `data`, the run's own `split.csv` is used and results go to `run_dir/metrics.json` and
     `run_dir/report.md`. With `data`, results go to `run_dir/eval/<folder>-<split>/`.
@@ -30,6 +38,9 @@ def evaluate_run(
     Returns:
         The metrics and the report's path.
     """
+    from ewaste_vision.engines import check_engine
+
+    check_engine(engine)
     if split not in EVAL_SPLITS:
         raise UserError(f"unknown split {split!r}; choose one of {', '.join(EVAL_SPLITS)}")
     run_dir = Path(run_dir)
@@ -49,7 +60,17 @@ def evaluate_run(
     if not chosen:
         raise DataError(f"{data or run_dir}: no images in the {split} split; try --split all")
 
-    probs, kept, skipped = predictor.predict_files([r.path for r in chosen], progress=progress)
+    if engine == "ray":
+        from ewaste_vision.engines.ray_engine import RayEngine
+
+        runner = RayEngine(run_dir, address, workers, out_dir / ".ray-parts", progress)
+        probs_array, kept, skipped = runner.label_probabilities(
+            [r.path for r in chosen], len(class_names)
+        )
+        kept = [Path(p) for p in kept]
+        probs = torch.from_numpy(probs_array)
+    else:
+        probs, kept, skipped = predictor.predict_files([r.path for r in chosen], progress=progress)
     by_path = {r.path: r for r in chosen}
     targets = task.targets([by_path[p] for p in kept], len(class_names))
     train_records = [r for r in own_records if r.split == "train"]

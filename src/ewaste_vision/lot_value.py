@@ -18,7 +18,6 @@ from ewaste_vision.detect.data import boxes_to_pixels
 from ewaste_vision.detect.draw import SHOWN_CONFIDENCE
 from ewaste_vision.detect.metrics import DetectionPrediction
 from ewaste_vision.detect.predictor import Detector
-from ewaste_vision.errors import UnreadableImageError
 from ewaste_vision.inference import expand_image_paths
 from ewaste_vision.runs import resolve_run_dir
 from ewaste_vision.value import (
@@ -92,24 +91,36 @@ def value_lot(
     prices: Path | str | None = None,
     size_scaling: bool = False,
     table: PriceTable | None = None,
+    engine: str = "local",
+    address: str | None = None,
+    workers: int = 1,
 ) -> LotResult:
-    """Detect, value and report a lot of board images (files or folders) with the run's detector."""
+    """Detect, value and report a lot of board images (files or folders) with the run's detector.
+
+    `engine="ray"` detects on Ray (see `predict.predict_paths`); finished shards wait in
+    `OUT/.ray-parts/` so a stopped job resumes, and the lot is valued the same way either way.
+    """
+    from ewaste_vision.engines import check_engine, local
+
+    check_engine(engine)
     run_dir = resolve_run_dir(run_dir)
     detector = Detector.from_run(run_dir)
     table = table or load_price_table(prices)
     paths = expand_image_paths(inputs)
+    if engine == "ray":
+        from ewaste_vision.engines.ray_engine import RayEngine
+
+        runner = RayEngine(run_dir, address, workers, Path(out_dir) / ".ray-parts")
+        outputs, unread = runner.detect_files(paths)
+    else:
+        outputs, unread = local.detect_files(detector, paths)
+    skipped = [f"{path}: {reason}" for path, reason in unread]
     predicted: dict[str, list[Detection]] = {}
     truth: dict[str, list[Detection]] = {}
-    skipped: list[str] = []
-    for path in paths:
-        try:
-            image = detector.load(path)
-        except UnreadableImageError as exc:
-            skipped.append(f"{path}: {exc.reason}")
-            continue
-        key = str(path)
-        predicted[key] = detections_for_value(detector.detect([image])[0], detector.class_names)
-        labelled = _true_detections(path, image.shape[-1], image.shape[-2], detector.class_names)
+    for output in outputs:
+        key = str(output.path)
+        predicted[key] = detections_for_value(output.found, detector.class_names)
+        labelled = _true_detections(Path(output.path), output.width, output.height, detector.class_names)
         if labelled is not None:
             truth[key] = labelled
     boards = lot_values(predicted, table, size_scaling=size_scaling)

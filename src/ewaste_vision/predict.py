@@ -20,37 +20,15 @@ import numpy as np
 
 from ewaste_vision.data.images import expand_image_paths
 from ewaste_vision.detect.facts import SHOWN_CONFIDENCE
-from ewaste_vision.errors import RunError, UnreadableImageError, UserError
+from ewaste_vision.engines import check_engine, local
+from ewaste_vision.engines.opening import open_model as open_model  # re-exported: the public name
+from ewaste_vision.engines.outputs import BoxesOutput
+from ewaste_vision.errors import UserError
 from ewaste_vision.io.atomic import write_json, write_text
 
 Rows = list[dict[str, Any]]
 """Label tasks: `{"file", "top": [(class, probability), ...]}`; detect:
 `{"file", "detections": [(class, score, [x0, y0, x1, y1]), ...]}` in image pixels, best first."""
-
-
-def open_model(model: Path | str, batch_size: int = 32) -> Any:
-    """A `Predictor` or `Detector` for a run directory, an `OnnxClassifier` or `OnnxDetector` for an
-    exported `.onnx` file."""
-    from ewaste_vision.export.runtime import OnnxClassifier, OnnxDetector, is_onnx_file, load_onnx
-
-    path = Path(model)
-    if is_onnx_file(path):
-        loaded = load_onnx(path)
-        if loaded.meta.detector is not None:
-            return OnnxDetector(loaded)
-        return OnnxClassifier(loaded, batch_size)
-    if path.is_file():
-        raise RunError(f"{path}: expected a run directory or an exported .onnx file")
-    from ewaste_vision.runs import MODEL_FILE, read_model_file, resolve_run_dir
-
-    _, meta = read_model_file(resolve_run_dir(path) / MODEL_FILE)
-    if meta.task == "detect":
-        from ewaste_vision.detect.predictor import Detector
-
-        return Detector.from_run(path)
-    from ewaste_vision.inference import Predictor
-
-    return Predictor.from_run(path, batch_size=batch_size)
 
 
 def predict_paths(
@@ -60,21 +38,53 @@ def predict_paths(
     batch_size: int = 32,
     progress: bool = False,
     min_score: float | None = None,
+    engine: str = "local",
+    address: str | None = None,
+    workers: int = 1,
+    parts: Path | None = None,
 ) -> tuple[Rows, list[tuple[Path, str]]]:
     """Prediction rows (see `Rows`) for the readable images, and the files that could not be read.
 
-    `min_score` is the detect cut-off; None means `SHOWN_CONFIDENCE` (001's 0.5).
+    `min_score` is the detect cut-off; None means `SHOWN_CONFIDENCE` (001's 0.5). `engine="ray"`
+    scores the images on Ray (`address`: a cluster, or None for one on this machine; `workers`
+    model copies; `parts`: where finished shards are kept so a stopped job resumes); inputs may
+    then also be pyarrow file-system URIs such as `s3://bucket/boards/`. Both engines give the
+    same rows in the same order.
     """
     if k < 1:
         raise UserError(f"--top-k must be at least 1, got {k}")
+    check_engine(engine)
     predictor = open_model(model, batch_size)
-    paths = expand_image_paths(inputs)
-    if hasattr(predictor, "detect"):
-        cut_off = SHOWN_CONFIDENCE if min_score is None else min_score
-        return _detection_rows(predictor, paths, cut_off, progress)
-    probs, kept, skipped = predictor.predict_files(paths, progress=progress)
+    paths = expand_inputs(inputs, allow_uris=engine == "ray")
+    cut_off = SHOWN_CONFIDENCE if min_score is None else min_score
+    if engine == "ray":
+        from ewaste_vision.engines.ray_engine import RayEngine
+
+        runner = RayEngine(Path(model), address, workers, parts, progress)
+        if hasattr(predictor, "detect"):
+            outputs, skipped = runner.detect_files(paths)
+            return _detection_rows(outputs, predictor.class_names, cut_off), skipped
+        probs, kept, skipped = runner.label_probabilities(paths, len(predictor.meta.class_names))
+    elif hasattr(predictor, "detect"):
+        outputs, skipped = local.detect_files(predictor, paths, progress)
+        return _detection_rows(outputs, predictor.class_names, cut_off), skipped
+    else:
+        probs, kept, skipped = local.label_probabilities(predictor, paths, progress)
     ranked = top_k(np.asarray(probs), predictor.meta.class_names, k)
     return [{"file": str(path), "top": top} for path, top in zip(kept, ranked, strict=True)], skipped
+
+
+def expand_inputs(inputs: Sequence[Path | str], allow_uris: bool = False) -> list[Path]:
+    """Image files of `inputs` (files and folders); with `allow_uris`, remote URIs listed too."""
+    from ewaste_vision.engines.ray_engine import is_uri, list_uri_images
+
+    remote = [str(item) for item in inputs if is_uri(item)]
+    if remote and not allow_uris:
+        raise UserError(f"{remote[0]}: a remote URI is read only with --engine ray")
+    local_inputs = [item for item in inputs if not is_uri(item)]
+    paths = expand_image_paths(local_inputs) if local_inputs else []
+    # A URI stays a string inside a Path-typed list: PurePath would fold its double slash.
+    return paths + [uri for item in remote for uri in list_uri_images(item)]  # type: ignore[misc]
 
 
 def top_k(probs: np.ndarray, class_names: Sequence[str], k: int) -> list[list[tuple[str, float]]]:
@@ -91,31 +101,17 @@ def top_k(probs: np.ndarray, class_names: Sequence[str], k: int) -> list[list[tu
     ]
 
 
-def _detection_rows(
-    detector: Any, paths: Sequence[Path], min_score: float, progress: bool
-) -> tuple[Rows, list[tuple[Path, str]]]:
-    # One image per call, as `ewaste value` and evaluation run: a batch pads every image to its
-    # largest, which would make an image's boxes depend on its neighbours.
-    rows, skipped = [], []
-    if progress:
-        from tqdm import tqdm
-
-        paths = tqdm(paths, unit="image")
-    for path in paths:
-        try:
-            image = detector.load(path)
-        except UnreadableImageError as exc:
-            skipped.append((path, exc.reason))
-            continue
-        found = detector.detect([image])[0]
-        boxes, scores, labels = (np.asarray(found[key]) for key in ("boxes", "scores", "labels"))
+def _detection_rows(outputs: Sequence[BoxesOutput], class_names: Sequence[str], min_score: float) -> Rows:
+    rows = []
+    for output in outputs:
+        boxes, scores, labels = (np.asarray(output.found[key]) for key in ("boxes", "scores", "labels"))
         keep = scores > min_score
         detections = [
-            (detector.class_names[int(label)], float(score), [float(v) for v in box])
+            (class_names[int(label)], float(score), [float(v) for v in box])
             for box, score, label in zip(boxes[keep], scores[keep], labels[keep], strict=True)
         ]
-        rows.append({"file": str(path), "detections": detections})
-    return rows, skipped
+        rows.append({"file": str(output.path), "detections": detections})
+    return rows
 
 
 def predict_to_file(
@@ -126,14 +122,23 @@ def predict_to_file(
     batch_size: int = 32,
     progress: bool = False,
     min_score: float | None = None,
+    engine: str = "local",
+    address: str | None = None,
+    workers: int = 1,
 ) -> tuple[Rows, list[tuple[Path, str]]]:
-    """Predict and, when `out` is given, write `.csv` (a row per image, or per box) or `.json`."""
-    if out is not None and out.suffix.lower() not in (".csv", ".json"):
-        raise UserError(f"{out}: --out must end in .csv or .json")
-    rows, skipped = predict_paths(model, inputs, k, batch_size, progress, min_score)
+    """Predict and, when `out` is given, write `.csv` or `.parquet` (a row per image, or per box)
+    or `.json`. With the Ray engine, finished shards wait in `OUT.parts/` until the file is written,
+    so the same command resumes a stopped job."""
+    suffix = out.suffix.lower() if out is not None else ""
+    if out is not None and suffix not in (".csv", ".json", ".parquet"):
+        raise UserError(f"{out}: --out must end in .csv, .parquet or .json")
+    parts = out.with_name(out.name + ".parts") if out is not None else None
+    rows, skipped = predict_paths(
+        model, inputs, k, batch_size, progress, min_score, engine, address, workers, parts
+    )
     if out is None:
         return rows, skipped
-    if out.suffix.lower() == ".json":
+    if suffix == ".json":
         write_json(
             out,
             {
@@ -142,20 +147,47 @@ def predict_to_file(
             },
         )
         return rows, skipped
+    header, table = _table(rows, k)
+    if suffix == ".parquet":
+        _write_parquet(out, header, table)
+        return rows, skipped
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    if rows and "detections" in rows[0]:
-        writer.writerow(["file", "class", "score", "x0", "y0", "x1", "y1"])
-        for row in rows:
-            for name, score, box in row["detections"]:
-                writer.writerow([row["file"], name, f"{score:.4f}", *(f"{v:.1f}" for v in box)])
-    else:
-        width = max((len(r["top"]) for r in rows), default=k)
-        writer.writerow(["file"] + [f"{kind}{i + 1}" for i in range(width) for kind in ("class", "prob")])
-        for row in rows:
-            writer.writerow([row["file"]] + [v for c, p in row["top"] for v in (c, f"{p:.4f}")])
+    writer.writerow(header)
+    writer.writerows(table)
     write_text(out, buffer.getvalue())
     return rows, skipped
+
+
+def _table(rows: Rows, k: int) -> tuple[list[str], list[list[str]]]:
+    """The CSV's header and rows: one per box for detectors, one per image for label tasks."""
+    if rows and "detections" in rows[0]:
+        header = ["file", "class", "score", "x0", "y0", "x1", "y1"]
+        table = [
+            [row["file"], name, f"{score:.4f}", *(f"{v:.1f}" for v in box)]
+            for row in rows
+            for name, score, box in row["detections"]
+        ]
+        return header, table
+    width = max((len(r["top"]) for r in rows), default=k)
+    header = ["file"] + [f"{kind}{i + 1}" for i in range(width) for kind in ("class", "prob")]
+    return header, [[row["file"]] + [v for c, p in row["top"] for v in (c, f"{p:.4f}")] for row in rows]
+
+
+def _write_parquet(out: Path, header: list[str], table: list[list[str]]) -> None:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError as exc:
+        raise UserError(f'{out}: writing Parquet needs pyarrow: pip install -e ".[ray]"') from exc
+    from ewaste_vision.io.atomic import atomic_path
+
+    numeric = {"score", "x0", "y0", "x1", "y1"} | {h for h in header if h.startswith("prob")}
+    columns = {
+        name: [float(row[i]) if name in numeric else row[i] for row in table] for i, name in enumerate(header)
+    }
+    with atomic_path(out) as tmp:
+        pq.write_table(pa.table(columns), tmp)
 
 
 def _json_row(row: dict[str, Any]) -> dict[str, Any]:

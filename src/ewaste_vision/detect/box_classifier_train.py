@@ -250,7 +250,7 @@ def add_box_classifier(
         # Nothing to learn from, or no validation loss to choose an epoch by.
         return state, {"box_classifier": "not trained: the train or val split has no labelled boxes"}
     # One process: under DDP only rank 0 gets here, after the detector's training.
-    single = replace(config, devices=1)
+    single = replace(config, devices=1, num_nodes=1)
     network = train_box_classifier(records, meta, single, stage_dir, device, bf16, progress)
     assert network is not None
     settings, fitted = fit_box_confidence(detector, network.cpu(), meta, records["val"])

@@ -13,14 +13,14 @@ from torchvision.models.detection import FCOS
 
 from ewaste_vision.data.records import ImageRecord
 from ewaste_vision.data.split_file import read_split_file
-from ewaste_vision.detect.data import boxes_to_pixels, input_tensor
+from ewaste_vision.detect.data import boxes_to_pixels
 from ewaste_vision.detect.draw import draw_detections
 from ewaste_vision.detect.metrics import DetectionPrediction, detection_metrics, summarise_repeats
 from ewaste_vision.detect.predictor import Detector
 from ewaste_vision.detect.scales import candidate_sizes, choose_sizes
 from ewaste_vision.detect.tile_merge import ArrayDetections
 from ewaste_vision.detect.tiling import as_arrays, as_tensors
-from ewaste_vision.errors import DataError, UnreadableImageError
+from ewaste_vision.errors import DataError
 from ewaste_vision.io.atomic import write_json
 from ewaste_vision.model_meta import ModelMeta
 from ewaste_vision.report.markdown import (
@@ -38,25 +38,27 @@ DRAWN_IMAGES = 6
 
 
 def predict_records(
-    detector: Detector, records: Sequence[ImageRecord]
+    detector: Detector, records: Sequence[ImageRecord], runner: Any = None
 ) -> tuple[list[DetectionPrediction], list[dict[str, torch.Tensor]], list[ImageRecord], list[str]]:
     """Detections and ground truth (pixel boxes) for each readable record; unreadable files are
-    skipped and listed."""
+    skipped and listed. `runner` is another engine's `detect_files` owner (e.g. `RayEngine`)."""
+    from ewaste_vision.engines import local
+
+    paths = [record.path for record in records]
+    if runner is not None:
+        outputs, unread = runner.detect_files(paths)
+    else:
+        outputs, unread = local.detect_files(detector, paths)
+    by_path = {str(record.path): record for record in records}
     predictions: list[DetectionPrediction] = []
     truths: list[dict[str, torch.Tensor]] = []
     kept: list[ImageRecord] = []
-    skipped: list[str] = []
-    for record in records:
-        try:
-            image = input_tensor(record.path, detector.modality)
-        except UnreadableImageError as exc:
-            skipped.append(f"{record.path}: {exc.reason}")
-            continue
-        height, width = image.shape[-2:]
-        predictions.append(detector.detect([image])[0])
-        truths.append(boxes_to_pixels(record.boxes, width, height))
+    for output in outputs:
+        record = by_path[str(output.path)]
+        predictions.append(output.found)
+        truths.append(boxes_to_pixels(record.boxes, output.width, output.height))
         kept.append(record)
-    return predictions, truths, kept, skipped
+    return predictions, truths, kept, [f"{path}: {reason}" for path, reason in unread]
 
 
 def choose_detect_sizes(
@@ -83,16 +85,32 @@ def choose_detect_sizes(
 
 
 def evaluate_detector(
-    run_dir: Path | str, split: str = "test", context: Mapping[str, Any] | None = None, progress: bool = False
+    run_dir: Path | str,
+    split: str = "test",
+    context: Mapping[str, Any] | None = None,
+    progress: bool = False,
+    engine: str = "local",
+    address: str | None = None,
+    workers: int = 1,
 ) -> tuple[dict[str, Any], Path]:
     """Score the detector in `run_dir` on `split` of its own split.csv; write metrics.json,
-    drawn predictions, curves and report.md into the run. Returns the metrics and the report."""
+    drawn predictions, curves and report.md into the run. Returns the metrics and the report.
+
+    `engine="ray"` runs the detector on Ray (see `predict.predict_paths`)."""
+    from ewaste_vision.engines import check_engine
+
+    check_engine(engine)
     run_dir = Path(run_dir)
     detector = Detector.from_run(run_dir)
+    runner = None
+    if engine == "ray":
+        from ewaste_vision.engines.ray_engine import RayEngine
+
+        runner = RayEngine(run_dir, address, workers, run_dir / ".ray-parts", progress)
     records = [r for r in read_split_file(run_dir / "split.csv") if r.split == split]
     if not records:
         raise DataError(f"{run_dir}: no images in the {split} split")
-    predictions, truths, kept, skipped = predict_records(detector, records)
+    predictions, truths, kept, skipped = predict_records(detector, records, runner)
     metrics = detection_metrics(predictions, truths, detector.class_names)
     metrics.update({"task": "detect", "split": split, "skipped_files": len(skipped)})
     # Counts on the evaluated split are corrected with rates measured on another split, so the

@@ -1,0 +1,316 @@
+"""The Ray engine: a job's images scored by a pool of Ray workers with Ray Data's `map_batches`.
+
+The driver cuts the ordered list of images into shards (32 images by default), and Ray Data runs a
+callable class over them: each worker loads the run's model once and scores whole shards with the
+local engine's own code, so the answers are the local engine's. Results come back to the driver,
+which writes each finished shard atomically into a parts folder. Ray restarts a worker that dies
+and retries its shard; a job that stops all the same (the cluster went away) says how many shards
+are saved, and the same command run again scores only the rest.
+
+Ray is an optional dependency (`pip install -e ".[ray]"`); nothing here imports it before a job
+asks for the Ray engine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ewaste_vision.engines.outputs import BoxesOutput, Skipped, boxes_from_json, stack_probabilities
+from ewaste_vision.errors import UserError
+from ewaste_vision.io.atomic import write_json
+
+SHARD_IMAGES = 32
+"""Images per shard: one model call's batch for classifiers, and the unit a resumed job skips."""
+
+TEST_HOOK_VARIABLES = ("EWASTE_RAY_PID_DIR", "EWASTE_RAY_SHARD_DELAY_S")
+"""Environment variables passed on to the workers for the fault tests: a folder where each worker
+writes its process id, and a pause per shard so that a test can kill a worker mid-job."""
+
+
+def is_uri(path: str | Path) -> bool:
+    """Whether `path` names a remote file system (`s3://`, `gs://`, ...) rather than a local path."""
+    return "://" in str(path) and not str(path).startswith("file://")
+
+
+def list_uri_images(uri: str) -> list[str]:
+    """Image files under a pyarrow file-system URI (a folder, searched recursively, or one file),
+    sorted."""
+    from pyarrow import fs as pafs
+
+    from ewaste_vision.data.images import IMAGE_EXTENSIONS
+
+    try:
+        filesystem, root = pafs.FileSystem.from_uri(uri)
+        info = filesystem.get_file_info(root)
+        if info.type == pafs.FileType.File:
+            return [uri]
+        entries = filesystem.get_file_info(pafs.FileSelector(root, recursive=True))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{uri}: cannot list it ({exc}); check the URI and the credentials") from exc
+    scheme = uri.split("://", 1)[0]
+    found = sorted(
+        f"{scheme}://{entry.path}"
+        for entry in entries
+        if entry.type == pafs.FileType.File and Path(entry.path).suffix.lower() in IMAGE_EXTENSIONS
+    )
+    if not found:
+        raise UserError(f"no image files found in {uri}")
+    return found
+
+
+def _fetch(uri: str, folder: Path) -> Path:
+    """A copy of a remote file in `folder`, under the same suffix (decoders look at the bytes)."""
+    from pyarrow import fs as pafs
+
+    filesystem, path = pafs.FileSystem.from_uri(uri)
+    digest = hashlib.sha1(uri.encode()).hexdigest()[:16]
+    local = folder / f"{digest}{Path(path).suffix}"
+    with filesystem.open_input_file(path) as source:
+        local.write_bytes(source.read())
+    return local
+
+
+class ShardScorer:
+    """Ray Data's callable class: one model per worker, whole shards per call."""
+
+    def __init__(self, model: str, kind: str) -> None:
+        import torch
+
+        from ewaste_vision.engines.opening import open_model
+
+        assigned = _assigned_cpus()
+        torch.set_num_threads(max(1, assigned))
+        pid_dir = os.environ.get("EWASTE_RAY_PID_DIR")
+        if pid_dir:
+            Path(pid_dir).mkdir(parents=True, exist_ok=True)
+            (Path(pid_dir) / f"{os.getpid()}.pid").write_text(str(os.getpid()))
+        self.kind = kind
+        self.model = open_model(model)
+        self.delay = float(os.environ.get("EWASTE_RAY_SHARD_DELAY_S") or 0)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        results = [self.score(json.loads(str(paths))) for paths in batch["paths"]]
+        return {"shard": batch["shard"], "result": np.array(results, dtype=object)}
+
+    def score(self, paths: list[str]) -> str:
+        """One shard's outputs as JSON: `images` (probabilities or boxes) and `skipped`."""
+        from ewaste_vision.engines import local
+        from ewaste_vision.engines.outputs import boxes_to_json
+
+        if self.delay:
+            time.sleep(self.delay)
+        with tempfile.TemporaryDirectory(prefix="ewaste-ray-") as folder:
+            # Remote files are copied to this worker first; results name them by their URI.
+            local_paths = [_fetch(p, Path(folder)) if is_uri(p) else Path(p) for p in paths]
+            shown = dict(zip(local_paths, paths, strict=True))
+            if self.kind == "boxes":
+                outputs, skipped = local.detect_files(self.model, local_paths)
+                images = [{**boxes_to_json(o), "path": shown[o.path]} for o in outputs]
+            else:
+                probs, kept, skipped = local.label_probabilities(self.model, local_paths)
+                images = [
+                    {"path": shown[p], "probs": row} for p, row in zip(kept, probs.tolist(), strict=True)
+                ]
+        return json.dumps({"images": images, "skipped": [[shown[p], why] for p, why in skipped]})
+
+
+def _assigned_cpus() -> int:
+    try:
+        import ray
+
+        return int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))
+    except Exception:  # outside a Ray worker there is nothing assigned
+        return 1
+
+
+@dataclass
+class RayEngine:
+    """Score images on Ray.
+
+    Attributes:
+        model: a run directory or an exported `.onnx` file, readable from every worker.
+        address: a Ray cluster's address (`ray://HOST:10001` or `HOST:6379`); None starts a Ray
+            instance on this machine for the job.
+        workers: model workers (each holds one copy of the model).
+        parts: folder for finished shards, so a stopped job resumes; None keeps them in a
+            temporary folder for the job alone.
+        progress: show a progress bar of shards.
+    """
+
+    model: Path
+    address: str | None = None
+    workers: int = 1
+    parts: Path | None = None
+    progress: bool = False
+    started_in_s: float = field(default=0.0, init=False)
+    """Seconds Ray took to start or connect (its start-up cost, apart from scoring)."""
+    shards_scored: int = field(default=0, init=False)
+    """Shards scored by this job (the rest came from the parts folder)."""
+
+    def label_probabilities(
+        self, paths: Sequence[str | Path], num_classes: int
+    ) -> tuple[np.ndarray, list[Path], Skipped]:
+        """As `engines.local.label_probabilities`, on Ray."""
+        images, skipped = self._run(paths, "labels")
+        probs = stack_probabilities([row["probs"] for row in images], num_classes)
+        # Names stay strings: a URI's double slash would not survive a Path.
+        return probs, [row["path"] for row in images], skipped
+
+    def detect_files(self, paths: Sequence[str | Path]) -> tuple[list[BoxesOutput], Skipped]:
+        """As `engines.local.detect_files`, on Ray."""
+        images, skipped = self._run(paths, "boxes")
+        return [boxes_from_json(row) for row in images], skipped
+
+    def _run(self, paths: Sequence[str | Path], kind: str) -> tuple[list[dict[str, Any]], Skipped]:
+        if self.workers < 1:
+            raise UserError(f"--workers must be at least 1, got {self.workers}")
+        names = [str(p) for p in paths]
+        shards = [names[i : i + SHARD_IMAGES] for i in range(0, len(names), SHARD_IMAGES)]
+        with tempfile.TemporaryDirectory(prefix="ewaste-ray-parts-") as scratch:
+            store = PartStore(self.parts or Path(scratch), _job_key(self.model, kind, shards))
+            done = store.load()
+            todo = [index for index in range(len(shards)) if index not in done]
+            if done:
+                logging.getLogger(__name__).warning(
+                    "resumed %d of %d shards from %s", len(done), len(shards), store.folder
+                )
+            if todo:
+                self._score_on_ray(shards, todo, kind, store, done)
+            images: list[dict[str, Any]] = []
+            skipped: Skipped = []
+            for index in range(len(shards)):
+                images.extend(done[index]["images"])
+                skipped.extend((p, why) for p, why in done[index]["skipped"])
+            store.remove()
+        return images, skipped
+
+    def _score_on_ray(
+        self,
+        shards: list[list[str]],
+        todo: list[int],
+        kind: str,
+        store: PartStore,
+        done: dict[int, dict[str, Any]],
+    ) -> None:
+        ray = start_ray(self.address)
+        self.started_in_s = ray_start_seconds()
+        items = [{"shard": index, "paths": json.dumps(shards[index])} for index in todo]
+        dataset = ray.data.from_items(items, override_num_blocks=len(items))
+        scored = dataset.map_batches(
+            ShardScorer,
+            fn_constructor_kwargs={"model": str(self.model), "kind": kind},
+            batch_size=1,
+            compute=ray.data.ActorPoolStrategy(size=self.workers),
+            num_cpus=1,
+        )
+        rows: Any = scored.iter_rows()
+        if self.progress:
+            from tqdm import tqdm
+
+            rows = tqdm(rows, total=len(todo), unit="shard")
+        try:
+            for row in rows:
+                index = int(row["shard"])
+                result = json.loads(str(row["result"]))
+                if index not in done:  # a retried shard may be delivered twice: keep one
+                    done[index] = result
+                    store.save(index, result)
+                    self.shards_scored += 1
+        except (ray.exceptions.RayError, RuntimeError) as exc:
+            missing = len(shards) - len(done)
+            raise UserError(
+                f"the Ray job stopped ({type(exc).__name__}) with {missing} of {len(shards)} shards left; "
+                f"{len(done)} are saved in {store.folder}: run the same command again to resume"
+            ) from exc
+
+
+class PartStore:
+    """Finished shards of one job as JSON files in a folder, written atomically.
+
+    A folder left by another job (another model, other images) is cleared rather than mixed in.
+    """
+
+    def __init__(self, folder: Path, key: str) -> None:
+        self.folder = Path(folder)
+        self.key = key
+
+    def load(self) -> dict[int, dict[str, Any]]:
+        """The shards already finished by an earlier run of the same job."""
+        job_file = self.folder / "job.json"
+        if job_file.is_file():
+            try:
+                same_job = json.loads(job_file.read_text(encoding="utf-8")).get("key") == self.key
+            except (OSError, ValueError):
+                same_job = False
+            if not same_job:
+                shutil.rmtree(self.folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        write_json(job_file, {"key": self.key})
+        done: dict[int, dict[str, Any]] = {}
+        for part in sorted(self.folder.glob("shard-*.json")):
+            try:
+                done[int(part.stem.split("-")[1])] = json.loads(part.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                part.unlink()  # cannot be half-written (atomic), but never trust a damaged one
+        return done
+
+    def save(self, index: int, result: dict[str, Any]) -> None:
+        write_json(self.folder / f"shard-{index:06d}.json", result)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _job_key(model: Path, kind: str, shards: list[list[str]]) -> str:
+    digest = hashlib.sha256()
+    model_file = Path(model) / "model.pt" if Path(model).is_dir() else Path(model)
+    stat = model_file.stat() if model_file.exists() else None
+    digest.update(json.dumps([str(model), stat.st_mtime_ns if stat else 0, kind, shards]).encode())
+    return digest.hexdigest()
+
+
+_STARTED: dict[str, float] = {}
+
+
+def start_ray(address: str | None) -> Any:
+    """Ray, connected to `address` or to a new instance on this machine; started once a process."""
+    try:
+        import ray
+    except ImportError as exc:
+        raise UserError('--engine ray needs Ray: pip install -e ".[ray]"') from exc
+    if not ray.is_initialized():
+        began = time.perf_counter()
+        env = {name: os.environ[name] for name in TEST_HOOK_VARIABLES if name in os.environ}
+        try:
+            ray.init(
+                # "local" always starts a fresh instance; None would join any cluster left running.
+                address=address or "local",
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+                runtime_env={"env_vars": env} if env else None,
+            )
+        except (ConnectionError, ValueError, RuntimeError) as exc:
+            raise UserError(f"cannot reach the Ray cluster at {address}: {exc}") from exc
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        # Ray Data logs every execution plan at INFO; the job's own progress bar says enough.
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        _STARTED["seconds"] = time.perf_counter() - began
+    return ray
+
+
+def ray_start_seconds() -> float:
+    """Seconds the last `start_ray` took (0 when Ray was already running)."""
+    return _STARTED.get("seconds", 0.0)
