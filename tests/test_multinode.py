@@ -37,7 +37,7 @@ def test_two_nodes_on_loopback_train_one_run(tmp_path: Path) -> None:
             [
                 sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
                 "--node-rank", str(rank), "--master-addr", "127.0.0.1", "--master-port", str(port), *train,
-            ],  # fmt: skip
+            ],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -32,7 +32,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     classify = ["--image-size", "32", "--strategy", "linear", "--head-epochs", "3"]
     detect = ["--image-size", "96", "--max-epochs", "1", "--batch-size", "4", "--no-box-classifier"]
     assert main(["train", str(crops), *classify, "--out", str(root / "classify"), *TINY]) == 0
-    assert main(["train", str(boards), *detect, "--task", "detect", "--out", str(root / "detect"), *TINY]) == 0
+    assert (
+        main(["train", str(boards), *detect, "--task", "detect", "--out", str(root / "detect"), *TINY]) == 0
+    )
     yield {"classify": root / "classify", "detect": root / "detect", "crops": crops, "boards": boards}
     import ray
 
@@ -62,9 +64,12 @@ def test_parquet_output_holds_the_csv_rows(runs: dict[str, Path], tmp_path: Path
 
     out, reference = tmp_path / "p.parquet", tmp_path / "p.csv"
     assert main(["predict", str(runs["classify"]), str(runs["crops"]), "--out", str(reference)]) == 0
-    assert main(["predict", str(runs["classify"]), str(runs["crops"]), "--out", str(out), "--engine", "ray"]) == 0
+    assert (
+        main(["predict", str(runs["classify"]), str(runs["crops"]), "--out", str(out), "--engine", "ray"])
+        == 0
+    )
     table = pq.read_table(out).to_pylist()
-    header, *rows = _rows(reference)
+    _, *rows = _rows(reference)
     assert [row["file"] for row in table] == [row[0] for row in rows]
     assert [round(row["prob1"], 4) for row in table] == [float(row[2]) for row in rows]
 
@@ -72,7 +77,10 @@ def test_parquet_output_holds_the_csv_rows(runs: dict[str, Path], tmp_path: Path
 def test_value_and_evaluate_on_ray_match_local(runs: dict[str, Path], tmp_path: Path) -> None:
     images = runs["boards"] / "test" / "images"
     assert main(["value", str(runs["detect"]), str(images), "--out", str(tmp_path / "local")]) == 0
-    assert main(["value", str(runs["detect"]), str(images), "--out", str(tmp_path / "ray"), "--engine", "ray"]) == 0
+    assert (
+        main(["value", str(runs["detect"]), str(images), "--out", str(tmp_path / "ray"), "--engine", "ray"])
+        == 0
+    )
     local_csv, ray_csv = (next((tmp_path / name).glob("*.csv")) for name in ("local", "ray"))
     assert _rows(ray_csv) == _rows(local_csv)
 
@@ -100,7 +108,9 @@ def _wait_for(condition, seconds: float) -> None:  # type: ignore[no-untyped-def
         time.sleep(0.2)
 
 
-def test_a_killed_worker_is_replaced_and_every_image_scored_once(runs: dict[str, Path], tmp_path: Path) -> None:
+def test_a_killed_worker_is_replaced_and_every_image_scored_once(
+    runs: dict[str, Path], tmp_path: Path
+) -> None:
     reference, out, pids = tmp_path / "local.csv", tmp_path / "ray.csv", tmp_path / "pids"
     assert main(["predict", str(runs["classify"]), str(runs["crops"]), "--out", str(reference)]) == 0
     env = {"EWASTE_RAY_PID_DIR": str(pids), "EWASTE_RAY_SHARD_DELAY_S": "1.5"}
