@@ -305,3 +305,28 @@ def test_fusion_flags_are_checked(tmp_path: Path, capsys: pytest.CaptureFixture[
     )
     assert "unknown fusion 'medium'" in capsys.readouterr().err
     assert main(["predict", str(tmp_path / "r"), str(root / "rgb"), "--xray", str(root / "xray")]) == 2
+
+
+def test_serve_runner_classifies_an_uploaded_rgb_and_xray_pair(
+    fused_run: Path, pairs_data: Path, tmp_path: Path
+):
+    # The runner behind the app's "RGB + X-ray" tab and its /fuse endpoint, through the dispatcher
+    # (no server: launching Gradio costs more than the rest of this file).
+    from ewaste_vision.app.catalog import load_catalog
+    from ewaste_vision.app.dispatch import Dispatcher
+    from ewaste_vision.app.jobs import WorkArea
+    from ewaste_vision.app.limits import ServeLimits
+    from ewaste_vision.app.pairs import fusion_jobs
+
+    catalog = load_catalog([fused_run])
+    dispatcher = Dispatcher(catalog, {"fuse": fusion_jobs}, ServeLimits(), WorkArea(root=tmp_path / "work"))
+    rgb, xray = (
+        str(pairs_data / "rgb" / "c2" / "dev20_00.png"),
+        str(pairs_data / "xray" / "c2" / "dev20_00.png"),
+    )
+    pair, alone = dispatcher.run("fuse", [fused_run.name, fused_run.name], [[rgb, xray], [rgb]])
+    (image,) = pair.result["images"]
+    assert image["file"] == "dev20_00.png" and image["xray"] == "dev20_00.png"
+    assert set(image["probabilities"]) == {"c0", "c1", "c2"} and set(image["streams"]) == {"rgb", "xray"}
+    assert pair.table is not None and pair.table.read_text().startswith("file,xray,predicted")
+    assert "one RGB image and one X-ray image" in alone.result["error"]

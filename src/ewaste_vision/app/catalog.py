@@ -66,6 +66,10 @@ class RunEntry:
                     from ewaste_vision.detect.predictor import Detector
 
                     self._model = Detector.from_run(self.run_dir)
+                elif self.task == "fuse":
+                    from ewaste_vision.fusion.predictor import FusionPredictor
+
+                    self._model = FusionPredictor.from_run(self.run_dir)
                 else:
                     from ewaste_vision.inference import Predictor
 

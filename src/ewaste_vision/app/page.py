@@ -43,6 +43,12 @@ Result: {"model", "task", "price_table": {"currency", "date"}, "images": [{"file
 {"detected", "currency", "expected", "low", "high", "confidence"}}], "lot", "interval_note", \
 "skipped"}."""
 
+FUSION_API = """Class of a device from an RGB photo and an X-ray image of it (002's RGB-X fusion). \
+Inputs: `model` (a fuse model name from /models), `rgb` (one image), `xray` (one image, 8 or 16 \
+bit). Returns (result JSON, CSV file). Result: {"model", "task", "images": [{"file", "xray", \
+"top": [{"class", "probability"}], "probabilities": {class: p}, "streams": {"rgb", "xray"}}], \
+"skipped"}, or with "error"."""
+
 MODELS_API = """The served models: {"models": [{"name", "task", "backbone", "image_size", \
 "class_names", "modality"}], "limits": {...}, "price_table": {"currency", "date"}}."""
 
@@ -79,6 +85,9 @@ def build_page(dispatcher: Dispatcher, table: PriceTable, title: str = "ewaste-v
                     elem_id="detect-prices",
                 )
                 _boards_tab(dispatcher)
+        if entries_of_task(catalog, "fuse"):
+            with gr.Tab("RGB + X-ray", elem_id="tab-fuse"):
+                _fusion_tab(dispatcher)
 
         def models() -> dict[str, Any]:
             return {
@@ -246,3 +255,20 @@ def _boards_tab(dispatcher: Dispatcher) -> None:
         return _outputs(dispatcher.run("detect", model, files), gallery=True)
 
     _wire(button, detect, [model, files], area, "detect", BOARDS_API, dispatcher.limits.max_batch_size)
+
+
+def _fusion_tab(dispatcher: Dispatcher) -> None:
+    entries = entries_of_task(dispatcher.catalog, "fuse")
+    model = _model_picker(entries, "fuse")
+    with gr.Row():
+        rgb = gr.File(file_count="single", type="filepath", label="RGB photo", elem_id="fuse-rgb")
+        xray = gr.File(file_count="single", type="filepath", label="X-ray image", elem_id="fuse-xray")
+    button = gr.Button("Classify the pair", variant="primary", elem_id="fuse-run")
+    area = _results_area("fuse", gallery=False)
+
+    def fuse(model: list[str], rgb: list[str | None], xray: list[str | None]) -> tuple[list[Any], ...]:
+        # A request's files: its RGB photo, then its X-ray image (`app.pairs.fusion_jobs`).
+        files = [[path for path in pair if path] for pair in zip(rgb, xray, strict=True)]
+        return _outputs(dispatcher.run("fuse", model, files), gallery=False)
+
+    _wire(button, fuse, [model, rgb, xray], area, "fuse", FUSION_API, dispatcher.limits.max_batch_size)

@@ -24,6 +24,7 @@ from ewaste_vision.app.dispatch import Dispatcher, TaskRunner
 from ewaste_vision.app.jobs import WorkArea
 from ewaste_vision.app.limits import ServeLimits
 from ewaste_vision.app.page import build_page
+from ewaste_vision.app.pairs import fusion_jobs
 from ewaste_vision.app.probabilities import classify_jobs
 from ewaste_vision.app.security import Credentials, bind_warning, parse_credentials, read_auth_file
 from ewaste_vision.value import load_price_table
@@ -118,6 +119,7 @@ def create_app(
         "classify": classify_jobs,
         "multilabel": components_jobs,
         "detect": partial(boards_jobs, table=table),
+        "fuse": fusion_jobs,
     }
     work = WorkArea(ttl_s=limits.result_ttl_s)
     dispatcher = Dispatcher(catalog, runners, limits, work)

@@ -93,9 +93,29 @@ def boards_summary(result: dict[str, Any] | None) -> Summary:
     return status + _skipped_line(result), header, rows
 
 
+def fusion_summary(result: dict[str, Any] | None) -> Summary:
+    """Status and a table: each pair, its most probable classes, what each stream's layer says."""
+    failed = _failed(result)
+    if failed is not None or result is None:
+        return failed or ("", [], [])
+    rows = [
+        [
+            image["file"],
+            image["xray"],
+            ", ".join(f"{top['class']} ({top['probability']:.2f})" for top in image["top"][:3]),
+            image["streams"]["rgb"],
+            image["streams"]["xray"],
+        ]
+        for image in result["images"]
+    ]
+    status = f"Classified {len(rows)} RGB + X-ray pair(s) with **{result['model']}**." + _skipped_line(result)
+    return status, ["rgb", "xray", "fused (probability)", "RGB stream", "X-ray stream"], rows
+
+
 SUMMARIES: dict[str, Callable[[dict[str, Any] | None], Summary]] = {
     "classify": classify_summary,
     "multilabel": components_summary,
     "detect": boards_summary,
+    "fuse": fusion_summary,
 }
 """{task: summary function} for the page."""
