@@ -97,7 +97,8 @@ def test_detector_offset_moves_the_image(method):
         Pose(source_to_isocentre_mm=500, source_to_detector_mm=600),
         Pose(source_to_isocentre_mm=500, source_to_detector_mm=600, detector_offset_mm=(4.0, 0.0)),
     ]
-    plain, shifted = line_integrals(torch.from_numpy(volume), (1.0, 1.0, 1.0), poses, detector, method).numpy()
+    volume_t = torch.from_numpy(volume)
+    plain, shifted = line_integrals(volume_t, (1.0, 1.0, 1.0), poses, detector, method).numpy()
     # Moving the detector 4 mm (4 pixels) along its columns moves the object 4 pixels the other way.
     np.testing.assert_allclose(shifted[:, :-4], plain[:, 4:], atol=1e-5)
     assert np.abs(shifted - plain).max() > 0.5

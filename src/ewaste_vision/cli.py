@@ -194,7 +194,6 @@ def build_parser() -> argparse.ArgumentParser:
     synth_xray.add_argument(
         "--split-by-device", action="store_true", help="write train/val/test with whole devices per split"
     )
-    synth_xray.add_argument("--batch-size", type=int, default=4, help="renders per projector call")
     synth_xray.add_argument("--device", help="torch device (default: cuda when there is one, else cpu)")
     synth_xray.set_defaults(handler=_cmd_data_synth_xray)
     crawl = data_commands.add_parser(
@@ -519,24 +518,27 @@ def _cmd_data_yolo2multilabel(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_split(args: argparse.Namespace) -> int:
-    from ewaste_vision.data.leakage import find_augmented_copies
+    from ewaste_vision.data.leakage import find_copy_groups
     from ewaste_vision.data.yolo import read_yolo_dataset
-    from ewaste_vision.data.yolo_split import multilabel_grouped_split, write_split_dataset
+    from ewaste_vision.data.yolo_split import describe_split, multilabel_grouped_split, write_split_dataset
 
     dataset = read_yolo_dataset(args.data)
-    groups = find_augmented_copies([r.path for r in dataset.records], progress=sys.stderr.isatty())
-    readable = [index for index, group in enumerate(groups) if group >= 0]
-    unreadable = [r.path for r, g in zip(dataset.records, groups, strict=True) if g < 0]
+    found = find_copy_groups([r.path for r in dataset.records], progress=sys.stderr.isatty())
+    readable = [index for index, group in enumerate(found.together) if group >= 0]
+    unreadable = [r.path for r, g in zip(dataset.records, found.together, strict=True) if g < 0]
     dataset.skipped += [(path, f"{path}: cannot be read; left out") for path in unreadable]
     dataset.records = [dataset.records[index] for index in readable]
-    groups = [groups[index] for index in readable]
+    # Uncertain pairs are kept together too: a leak costs more than a slightly uneven split.
+    groups = [found.together[index] for index in readable]
     splits = multilabel_grouped_split(
         [r.present for r in dataset.records], groups, len(dataset.class_names), args.fractions, args.seed
     )
     yaml_file = write_split_dataset(dataset, splits, args.out)
-    copies = len(groups) - len(set(groups))
-    counts = ", ".join(f"{name} {splits.count(name)}" for name in ("train", "val", "test"))
-    print(f"wrote {yaml_file}: {counts} images; {copies} copies kept with their source photo")
+    print(f"wrote {yaml_file}: {describe_split(splits, args.fractions)}")
+    copies = [found.copies[index] for index in readable]
+    kept = len(copies) - len(set(copies))
+    look_alikes = len(set(copies)) - len(set(groups))
+    print(f"{kept} copies kept with their source photo; {look_alikes} uncertain look-alikes kept together")
     _print_skipped(dataset.skipped)
     return 0
 
@@ -586,7 +588,6 @@ def _cmd_data_synth_xray(args: argparse.Namespace) -> int:
         args.config,
         seed=args.seed,
         split_by_device=args.split_by_device,
-        batch_size=args.batch_size,
         device=args.device,
         progress=sys.stderr.isatty(),
     )

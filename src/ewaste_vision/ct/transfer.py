@@ -8,6 +8,7 @@ other, which is what domain randomisation varies (paper 002, Sec. III-A).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
@@ -42,15 +43,17 @@ def apply_transfer(voxels: torch.Tensor, points: ControlPoints) -> torch.Tensor:
     Returns:
         A float32 tensor of `voxels`' shape and device.
     """
-    table = torch.tensor(points, dtype=torch.float32, device=voxels.device)  # [K, 2]
-    knots, values = table[:, 0].contiguous(), table[:, 1]
     flat = voxels.float()
-    # Index of the segment [knots[i-1], knots[i]] each voxel falls in, clamped to the end segments.
-    upper = torch.bucketize(flat, knots).clamp(1, len(points) - 1)
-    lower = upper - 1
-    low_knot, high_knot = knots[lower], knots[upper]
-    weight = ((flat - low_knot) / (high_knot - low_knot)).clamp(0.0, 1.0)
-    return values[lower] + weight * (values[upper] - values[lower])
+    # A sum of one clamped ramp per segment: elementwise only, several times faster on a CPU than
+    # looking each voxel's segment up (bucketize + gather).
+    result = torch.full_like(flat, points[0][1])
+    ramp = torch.empty_like(flat)
+    for (low, low_value), (high, high_value) in itertools.pairwise(points):
+        slope = (high_value - low_value) / (high - low)
+        if slope != 0:
+            torch.clamp(flat, low, high, out=ramp)
+            result.add_(ramp.sub_(low), alpha=slope)
+    return result
 
 
 def jitter_control_points(
