@@ -211,8 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     clean.add_argument(
         "--outlier-mads",
         type=float,
-        default=3.0,
-        help="off-topic: this many MADs below the class's median similarity (default 3)",
+        default=2.0,
+        help="off-topic: this many spreads below the class's median local similarity (default 2)",
     )
     clean.add_argument("--apply", action="store_true", help="move files to _accepted/ and _rejected/REASON/")
     clean.set_defaults(handler=_cmd_data_clean)
