@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 import torch
+from matplotlib.colors import to_rgb
 from PIL import Image
 
 from ewaste_vision.report.classification import classification_metrics, majority_baseline
@@ -187,6 +191,12 @@ def test_confusion_matrix_rejects_mismatched_names(tmp_path: Path) -> None:
         plot_confusion_matrix([[1, 0], [0, 1]], CLASSES, tmp_path / "cm.png")
 
 
+LIGHTNING_CSV_LONG = "epoch,step,train_loss_step,train_loss_epoch,val_loss,val_acc\n" + "".join(
+    f"{e},{e},{2.0 / (e + 1):.3f},{2.0 / (e + 1):.3f},,\n{e},{e},,,{1.5 - 0.1 * e:.3f},{0.3 + 0.06 * e:.3f}\n"
+    for e in range(8)
+)
+"""Eight epochs of falling losses and a rising score, as Lightning logs them."""
+
 LIGHTNING_CSV = """epoch,step,train_loss_step,train_loss_epoch,val_loss,val_acc,lr-AdamW
 0,0,2.0,,,,0.001
 0,1,1.0,,,,
@@ -231,6 +241,94 @@ def test_learning_curves_without_values_say_so(tmp_path: Path, text: str) -> Non
     csv_path.write_text(text)
     width, height = _assert_png(plot_learning_curves(csv_path, tmp_path / "curves.png"))
     assert width > height  # the small "no epochs logged" banner, not an empty set of axes
+
+
+class _FigureCatcher:
+    """Wraps `plots.save_figure` to keep the figure it saved, so a test can map data to pixels."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from ewaste_vision.report import plots
+
+        self.figures: list[Any] = []
+        original = plots.save_figure
+
+        def save(figure: Any, path: Path) -> Path:
+            saved = original(figure, path)
+            self.figures.append(figure)
+            return saved
+
+        monkeypatch.setattr(plots, "save_figure", save)
+
+
+def _to_pixels(figure: Any, axes: Any, xs: Any, ys: Any) -> np.ndarray:
+    """Data points of `axes` as (column, row) pixel positions in the PNG the figure was saved as."""
+    from ewaste_vision.report.plots import PNG_DPI
+
+    display = axes.transData.transform(np.column_stack([xs, ys]))  # (n, 2), origin bottom left
+    scale = PNG_DPI / figure.dpi
+    height = figure.get_figheight() * PNG_DPI
+    return np.column_stack([display[:, 0] * scale, height - display[:, 1] * scale])
+
+
+def _share_drawn(pixels: np.ndarray, path_points: np.ndarray, colour: Any, radius: int = 3) -> float:
+    """Share of points sampled along a polyline with a pixel of `colour` within `radius` pixels."""
+    target = np.array(to_rgb(colour)) * 255
+    near = np.abs(pixels[..., :3].astype(float) - target).max(axis=2) < 60  # (H, W) colour mask
+    samples = np.concatenate(
+        [np.linspace(a, b, 12, endpoint=False) for a, b in itertools.pairwise(path_points)]
+        + [path_points[-1:]]
+    )
+    hits = 0
+    for column, row in np.rint(samples).astype(int):
+        window = near[max(row - radius, 0) : row + radius + 1, max(column - radius, 0) : column + radius + 1]
+        hits += bool(window.any())
+    return hits / len(samples)
+
+
+def test_learning_curves_draw_every_series_where_its_values_are(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    catcher = _FigureCatcher(monkeypatch)
+    csv_path = tmp_path / "metrics.csv"
+    csv_path.write_text(LIGHTNING_CSV_LONG)
+    path = plot_learning_curves(csv_path, tmp_path / "curves.png")
+    (figure,) = catcher.figures
+    pixels = np.asarray(Image.open(path).convert("RGB"))
+    _, per_epoch = read_epoch_metrics(csv_path)
+    drawn: dict[str, float] = {}
+    for axes in figure.axes:
+        for line in axes.get_lines():
+            name = line.get_label()
+            values = per_epoch[name]
+            assert list(line.get_xdata()) == list(values) and list(line.get_ydata()) == list(values.values())
+            xs, ys = np.array(list(values)), np.array(list(values.values()))
+            on_curve = _to_pixels(figure, axes, xs, ys)
+            drawn[name] = _share_drawn(pixels, on_curve, line.get_color())
+            # The same colour is absent where the curve is not: a path mirrored top to bottom.
+            low, high = axes.get_ylim()
+            mirrored = _to_pixels(figure, axes, xs, low + high - ys)
+            assert _share_drawn(pixels, mirrored, line.get_color(), radius=1) < 0.5, name
+    assert set(drawn) == {"train_loss_epoch", "val_loss", "val_acc"}  # _step is Lightning's duplicate
+    assert min(drawn.values()) > 0.85, drawn
+
+
+def test_confusion_matrix_cells_are_shaded_by_row_share(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    catcher = _FigureCatcher(monkeypatch)
+    matrix = np.array([[8, 2, 0], [0, 5, 5], [0, 0, 3]])
+    path = plot_confusion_matrix(matrix, CLASSES, tmp_path / "cm.png", normalise=True)
+    (figure,) = catcher.figures
+    pixels = np.asarray(Image.open(path).convert("RGB")).astype(float)
+    axes = figure.axes[0]
+    shares = matrix / matrix.sum(axis=1, keepdims=True)
+    colormap = axes.images[0].get_cmap()
+    for row in range(3):
+        for column in range(3):
+            # A point inside the cell, clear of the count written at its centre.
+            ((x, y),) = np.rint(_to_pixels(figure, axes, [column - 0.38], [row - 0.38])).astype(int)
+            expected = np.array(colormap(shares[row, column])[:3]) * 255
+            assert np.abs(pixels[y, x] - expected).max() < 12, (row, column, pixels[y, x], expected)
 
 
 def test_learning_curves_missing_log_is_a_user_error(tmp_path: Path) -> None:
