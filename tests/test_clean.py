@@ -1,7 +1,7 @@
 """`ewaste data clean`: duplicates, broken, tiny and off-topic files flagged, reviewed, moved (never deleted).
 
 Off-topic detection is tested with a stand-in embedding, an 8x8 grey thumbnail as a 64-vector:
-the robust centre, the MAD threshold and the bookkeeping are the real code, and the images are
+the local similarity, the one-sided spread threshold and the bookkeeping are the real code, and the images are
 drawn so that the planted off-topic ones are unlike their class in that space. A pretrained
 backbone would make the test slow and its scores hard to predict; the backbone path itself is
 covered by a run of the `tiny` backbone and the real measurement is `bench/bench_clean.py`.
@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw
 
 from ewaste_vision.cli import main
 from ewaste_vision.collect.clean import BackboneFeatures, CleanSettings, clean_folder
-from ewaste_vision.collect.outliers import off_topic_scores, robust_centre
+from ewaste_vision.collect.outliers import local_similarity, off_topic_scores
 from ewaste_vision.errors import UserError
 
 
@@ -84,6 +84,10 @@ def crawled(tmp_path: Path) -> Path:
     return root
 
 
+STAND_IN = CleanSettings(outlier_mads=5.0)
+"""The stand-in embedding spreads the drawn phones more than a backbone spreads real ones (their
+scores reach 3); the screenshots score over 100, so a threshold of 5 keeps a wide margin."""
+
 EXPECTED_FLAGS = {
     "iphone/000100.jpg": "off_topic",
     "iphone/000101.jpg": "off_topic",
@@ -95,7 +99,7 @@ EXPECTED_FLAGS = {
 
 
 def test_clean_flags_each_kind_and_nothing_else(crawled: Path) -> None:
-    report = clean_folder(crawled, CleanSettings(min_size=64), features=thumbnail_features)
+    report = clean_folder(crawled, STAND_IN, features=thumbnail_features)
     flags = {v.file: v.reason for v in report.files if v.reason}
     assert flags == EXPECTED_FLAGS
     verdicts = {v.file: v for v in report.files}
@@ -125,7 +129,7 @@ def test_clean_flags_each_kind_and_nothing_else(crawled: Path) -> None:
 
 def test_apply_moves_everything_deletes_nothing_and_is_idempotent(crawled: Path) -> None:
     before = sorted(p.read_bytes() for p in crawled.glob("*/*.jpg"))
-    report = clean_folder(crawled, CleanSettings(), apply=True, features=thumbnail_features)
+    report = clean_folder(crawled, STAND_IN, apply=True, features=thumbnail_features)
     assert report.moved == 30
     assert not list(crawled.glob("iphone/*")) and not list(crawled.glob("pixel/*"))
     assert len(list((crawled / "_accepted").rglob("*.jpg"))) == 24
@@ -141,7 +145,7 @@ def test_apply_moves_everything_deletes_nothing_and_is_idempotent(crawled: Path)
     assert len(moves) == 30 and {m["to"].split("/")[0] for m in moves} == {"_accepted", "_rejected"}
 
     review = (crawled / "review.html").read_text()
-    again = clean_folder(crawled, CleanSettings(), apply=True, features=thumbnail_features)
+    again = clean_folder(crawled, STAND_IN, apply=True, features=thumbnail_features)
     assert again.already_applied and again.moved == 0
     assert (crawled / "review.html").read_text() == review  # the reviewed page is not overwritten
     assert len(list(csv.DictReader((crawled / "clean_moves.csv").open()))) == 30
@@ -151,7 +155,7 @@ def test_decisions_file_overrules_the_cleaner(crawled: Path) -> None:
     (crawled / "decisions.txt").write_text(
         "# after review\nkeep iphone/000100.jpg\nreject pixel/000004.jpg  # blurry\n"
     )
-    report = clean_folder(crawled, CleanSettings(), apply=True, features=thumbnail_features)
+    report = clean_folder(crawled, STAND_IN, apply=True, features=thumbnail_features)
     verdicts = {v.file: v for v in report.files}
     assert (
         verdicts["iphone/000100.jpg"].accepted and verdicts["iphone/000100.jpg"].decided_by == "decisions.txt"
@@ -213,16 +217,23 @@ def test_not_a_class_folder_is_a_user_error(tmp_path: Path) -> None:
         CleanSettings(min_size=0)
 
 
-def test_robust_centre_is_not_dragged_by_a_large_minority() -> None:
+def test_a_group_of_alike_off_topic_images_smaller_than_the_neighbours_is_flagged() -> None:
     rng = np.random.default_rng(0)
-    on_topic = np.eye(16)[0] + 0.05 * rng.normal(size=(14, 16))
-    off_topic = np.eye(16)[1] + 0.05 * rng.normal(size=(6, 16))  # 30% of the class
-    features = np.concatenate([on_topic, off_topic])
-    assert robust_centre(features)[0] > 0.99
-    plain = features / np.linalg.norm(features, axis=1, keepdims=True)
-    assert (plain.mean(0) / np.linalg.norm(plain.mean(0)))[0] < 0.95  # the plain mean is dragged
-    scores = off_topic_scores(features, mads=3.0)
-    assert scores.flagged.tolist() == [False] * 14 + [True] * 6
+    on_topic = np.eye(16)[0] + 0.1 * rng.normal(size=(40, 16))
+    off_topic = np.eye(16)[1] + 0.05 * rng.normal(size=(5, 16))  # five near-identical boards
+    scores = off_topic_scores(np.concatenate([on_topic, off_topic]), mads=2.0, neighbours=7)
+    assert scores.flagged[40:].all() and not scores.flagged[:40].any()
+    # With fewer neighbours than the group, the boards vouch for each other and pass.
+    assert not off_topic_scores(np.concatenate([on_topic, off_topic]), neighbours=3).flagged[40:].any()
+
+
+def test_local_similarity_matches_a_brute_force_count() -> None:
+    features = np.random.default_rng(1).normal(size=(30, 8))
+    unit = features / np.linalg.norm(features, axis=1, keepdims=True)
+    similarity = unit @ unit.T
+    np.fill_diagonal(similarity, -np.inf)
+    expected = np.sort(similarity, axis=1)[:, -4:].mean(axis=1)
+    assert np.allclose(local_similarity(features, neighbours=4), expected)
 
 
 def test_identical_images_flag_nothing() -> None:

@@ -9,8 +9,8 @@ its flag:
 3. `tiny`: short side under `min_size` pixels;
 4. `near_duplicate`: a resized or recompressed copy (`data/dedup.py`'s perceptual hash) of a
    larger file that is kept;
-5. `off_topic`: far from the rest of its class in the embedding space of an ImageNet backbone
-   (`outliers.py`): chargers, boxes, screenshots.
+5. `off_topic`: far from its nearest neighbours of the same class in the embedding space of an
+   ImageNet backbone (`outliers.py`): chargers, boxes, screenshots.
 
 It writes `DIR/review.html` (thumbnails, reasons, scores, and a form that writes the decisions
 file) and `DIR/clean_report.json`. A person reviews; `DIR/decisions.txt` may overrule any verdict
@@ -65,8 +65,10 @@ class CleanSettings:
     Attributes:
         backbone: registered backbone whose pooled ImageNet features place the images.
         min_size: images whose short side is below this (pixels) are `tiny`.
-        outlier_mads: an image is `off_topic` this many scaled MADs below its class's median
-            similarity to the class centre.
+        outlier_mads: an image is `off_topic` when its local similarity (to its nearest
+            neighbours in the class) is this many spreads below the class's median (`outliers.py`);
+            2 was chosen on the bench's dev half.
+        neighbours: nearest images of the class that a local similarity averages.
         near_duplicate_bits: perceptual hashes differing in at most this many of 64 bits are copies.
         min_class_for_outliers: classes with fewer candidates are not searched for off-topic
             images (a median of a handful says little).
@@ -75,7 +77,8 @@ class CleanSettings:
 
     backbone: str = "efficientnet_lite0"
     min_size: int = 64
-    outlier_mads: float = 3.0
+    outlier_mads: float = 2.0
+    neighbours: int = 7
     near_duplicate_bits: int = 4
     min_class_for_outliers: int = 8
     batch_size: int = 32
@@ -85,6 +88,8 @@ class CleanSettings:
             raise UserError(f"--min-size must be at least 1, got {self.min_size}")
         if self.outlier_mads <= 0:
             raise UserError(f"--outlier-mads must be above 0, got {self.outlier_mads}")
+        if self.neighbours < 1:
+            raise UserError(f"neighbours must be at least 1, got {self.neighbours}")
 
 
 @dataclass
@@ -98,8 +103,9 @@ class FileVerdict:
         detail: a few words on the reason.
         width: pixels (0 when unreadable).
         height: pixels.
-        similarity: cosine similarity to the class centre, when scored.
-        score: robust z-score of that similarity (above `outlier_mads` is off-topic).
+        similarity: local similarity (mean cosine similarity to the nearest images of the class),
+            when scored.
+        score: how many spreads below the class's median that is (above `outlier_mads` is off-topic).
         same_as: for duplicates, the file kept instead.
         decided_by: `auto`, or `decisions.txt` when a person overruled.
         source_url: from the crawl manifest, when there is one.
@@ -330,7 +336,7 @@ def _flag_off_topic(
         if progress:
             print(f"embedding {len(indexes)} images of {name}", file=sys.stderr)
         embedded = np.asarray(features([files[i] for i in indexes]))  # [N, C]
-        scores = off_topic_scores(embedded, settings.outlier_mads)
+        scores = off_topic_scores(embedded, settings.outlier_mads, settings.neighbours)
         info["off_topic"] = {"median_similarity": scores.median, "threshold": scores.threshold}
         for position, index in enumerate(indexes):
             verdict = verdicts[index]
@@ -339,8 +345,7 @@ def _flag_off_topic(
             if scores.flagged[position]:
                 verdict.reason = "off_topic"
                 verdict.detail = (
-                    f"similarity {verdict.similarity:.3f} to the class centre, "
-                    f"threshold {scores.threshold:.3f}"
+                    f"local similarity {verdict.similarity:.3f}, threshold {scores.threshold:.3f}"
                 )
     return classes
 

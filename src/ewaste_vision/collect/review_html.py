@@ -65,7 +65,7 @@ def write_review(report: CleanReport, path: Path) -> Path:
         typical = sorted(scored, key=lambda v: -(v.similarity or 0.0))[:TYPICAL_SHOWN]
         off_topic = info.get("off_topic")
         threshold = (
-            f"off-topic threshold: similarity {off_topic['threshold']:.3f} "
+            f"off-topic threshold: local similarity {off_topic['threshold']:.3f} "
             f"(median {off_topic['median_similarity']:.3f})"
             if isinstance(off_topic, dict)
             else f"off-topic not scored: {html.escape(str(off_topic))}"

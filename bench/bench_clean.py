@@ -1,0 +1,344 @@
+"""Precision and recall of `ewaste data clean` on a folder of real photos with planted problems.
+
+A crawl-like folder is built in a temporary directory (never in the repository) from
+`../shared/data`: four device classes of `ewaste-devices` (within-dataset duplicates and photos
+under 64 px removed first, so that the base photos are a clean ground truth), and into each class:
+
+- `off_topic`: component crops (`component-crops`), circuit-board photos (`pcb-components`),
+  synthetic screenshots drawn with PIL, and photos of devices of the four other classes;
+- `duplicate`: byte copies of base photos;
+- `near_duplicate`: base photos shrunk to 75% and re-encoded as JPEG at quality 70;
+- `tiny`: other photos of the class shrunk to a 40 px short side;
+- `not_image`: an HTML page and a JPEG cut to a third of its bytes, both named `.jpg`.
+
+The cleaner runs with its defaults (EfficientNet-Lite0 ImageNet features, `--min-size 64`,
+`--outlier-mads 2`), and each flag is scored against what was planted. For a planted copy the
+pair counts: whichever of copy and original is flagged as the copy is a hit. Every source (photos,
+crops, boards, other devices) is cut into a `dev` and a `test` half: the off-topic rule and its
+threshold were chosen on `dev` (the sweep below), and `test` is the figure to quote.
+
+    python bench/bench_clean.py                 # ~2-4 min on 2 cores
+    python bench/bench_clean.py --per-class 30  # quicker
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import shutil
+import tempfile
+import time
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from _common import RESULTS_DIR, describe, machine_facts, print_table, write_json
+from ewaste_vision.collect.clean import BackboneFeatures, CleanReport, CleanSettings, clean_folder
+from ewaste_vision.data.dedup import group_duplicates, image_fingerprints
+from ewaste_vision.data.images import expand_image_paths
+from ewaste_vision.hardware import configure_threads
+from ewaste_vision.report.stats import wilson_interval
+
+CLASSES = ("Mobile", "laptop", "smartwatch", "TV")
+OTHER_DEVICES = ("Keyboards", "Mouses", "microwave", "camera")
+KINDS = ("not_image", "duplicate", "tiny", "near_duplicate", "off_topic")
+PLANTS = {
+    "crop": 3,
+    "board": 3,
+    "screenshot": 2,
+    "other_device": 2,
+    "duplicate": 3,
+    "near_duplicate": 3,
+    "tiny": 3,
+    "not_image": 2,
+}
+SWEEP_MADS = (1.5, 2.0, 2.5, 3.0, 4.0)
+
+
+def clean_pools(pools: dict[str, list[Path]], min_side: int) -> dict[str, list[Path]]:
+    """Each class's photos less copies (one photo per group of exact or near copies, across all
+    classes) and less photos under `min_side` px: what is left is a clean ground truth."""
+    tagged = [(name, path) for name, paths in pools.items() for path in paths]
+    groups = group_duplicates(image_fingerprints([path for _, path in tagged]))
+    kept: dict[str, list[Path]] = {name: [] for name in pools}
+    seen: set[int] = set()
+    for (name, path), group in zip(tagged, groups, strict=True):
+        if group < 0 or group in seen:
+            continue
+        seen.add(group)
+        with Image.open(path) as image:
+            if min(image.size) >= min_side:
+                kept[name].append(path)
+    return kept
+
+
+def screenshot(rng: random.Random) -> Image.Image:
+    """A phone or desktop screen: a coloured bar, text lines and buttons."""
+    width, height = rng.choice([(390, 844), (1280, 720), (1080, 1920)])
+    image = Image.new("RGB", (width, height), rng.choice([(255, 255, 255), (245, 245, 250), (24, 24, 28)]))
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((0, 0, width, height // 12), fill=tuple(rng.randrange(256) for _ in range(3)))
+    ink = (20, 20, 20) if image.getpixel((5, height - 5))[0] > 128 else (230, 230, 230)
+    words = [
+        "order",
+        "your",
+        "phone",
+        "today",
+        "free",
+        "shipping",
+        "battery",
+        "charger",
+        "case",
+        "screen",
+        "price",
+        "cart",
+    ]
+    for y in range(height // 10, height - 40, max(18, height // 40)):
+        draw.text((20, y), " ".join(rng.choice(words) for _ in range(rng.randint(3, 9))), fill=ink)
+    for _ in range(3):
+        x, y = rng.randrange(width - 120), rng.randrange(height // 8, height - 60)
+        draw.rounded_rectangle((x, y, x + 110, y + 36), radius=8, fill=(30, 120, 230))
+    return image
+
+
+def half_of(paths: Sequence[Path], half: str) -> list[Path]:
+    """The `dev` or the `test` half of `paths` (a fixed shuffle, the same for every run)."""
+    shuffled = sorted(paths)
+    random.Random(0).shuffle(shuffled)
+    middle = len(shuffled) // 2
+    return shuffled[:middle] if half == "dev" else shuffled[middle:]
+
+
+def build_folder(data: Path, root: Path, per_class: int, half: str) -> dict[str, dict[str, str]]:
+    """Fill `root/CLASS/NNNNNN.jpg` from the `dev` or `test` half of every source; returns
+    file -> {kind, source, original} (kind "clean" for base photos)."""
+    rng = random.Random(f"plants-{half}")
+    devices = data / "ewaste-devices" / "images"
+    crops = half_of(list((data / "component-crops" / "images").iterdir()), half)
+    boards = half_of(list((data / "pcb-components" / "train" / "images").iterdir()), half)
+    others = half_of([p for name in OTHER_DEVICES for p in expand_image_paths([devices / name])], half)
+    truth: dict[str, dict[str, str]] = {}
+    pools = clean_pools({name: half_of(expand_image_paths([devices / name]), half) for name in CLASSES}, 64)
+    for name in CLASSES:
+        pool = pools[name]
+        rng.shuffle(pool)
+        if len(pool) < per_class + PLANTS["tiny"] + 1:
+            raise SystemExit(
+                f"{name}: {len(pool)} clean photos in the {half} half; use --per-class under that"
+            )
+        base, spare = pool[:per_class], pool[per_class:]
+        items: list[tuple[str, str, object]] = [("clean", "", path) for path in base]
+        items += [("off_topic", "crop", p) for p in rng.sample(crops, PLANTS["crop"])]
+        items += [("off_topic", "board", p) for p in rng.sample(boards, PLANTS["board"])]
+        items += [("off_topic", "screenshot", screenshot(rng)) for _ in range(PLANTS["screenshot"])]
+        items += [("off_topic", "other_device", p) for p in rng.sample(others, PLANTS["other_device"])]
+        items += [("duplicate", "copy", p) for p in rng.sample(base, PLANTS["duplicate"])]
+        items += [("near_duplicate", "shrunk", p) for p in rng.sample(base, PLANTS["near_duplicate"])]
+        items += [("tiny", "shrunk", p) for p in spare[: PLANTS["tiny"]]]
+        items += [("not_image", "html", b"<html><body><h1>403 Forbidden</h1></body></html>")]
+        items += [("not_image", "truncated", spare[PLANTS["tiny"]])]
+        numbers = list(range(1, len(items) + 1))
+        rng.shuffle(numbers)  # file numbers say nothing about what was planted
+        folder = root / name
+        folder.mkdir(parents=True)
+        written: dict[Path, str] = {}
+        # Base photos first, so that a planted copy can name the file of its original.
+        for position in sorted(range(len(items)), key=lambda i: items[i][0] != "clean"):
+            kind, source, item = items[position]
+            target = folder / f"{numbers[position]:06d}.jpg"
+            original = ""
+            if kind == "clean":
+                shutil.copyfile(item, target)  # type: ignore[arg-type]
+                written[item] = target.relative_to(root).as_posix()  # type: ignore[index]
+            elif kind == "duplicate":
+                shutil.copyfile(item, target)  # type: ignore[arg-type]
+                original = written[item]  # type: ignore[index]
+            elif kind == "near_duplicate":
+                image = Image.open(item).convert("RGB")  # type: ignore[arg-type]
+                image.resize((round(image.width * 0.75), round(image.height * 0.75))).save(
+                    target, "JPEG", quality=70
+                )
+                original = written[item]  # type: ignore[index]
+            elif kind == "tiny":
+                image = Image.open(item).convert("RGB")  # type: ignore[arg-type]
+                image.thumbnail((40 * max(image.size) // min(image.size),) * 2)
+                image.save(target, "JPEG", quality=90)
+            elif source == "html":
+                target.write_bytes(item)  # type: ignore[arg-type]
+            elif source == "truncated":
+                data_bytes = Path(item).read_bytes()  # type: ignore[arg-type]
+                target.write_bytes(data_bytes[: len(data_bytes) // 3])
+            elif isinstance(item, Image.Image):
+                item.save(target, "JPEG", quality=90)
+            else:
+                shutil.copyfile(item, target)  # type: ignore[arg-type]
+            truth[target.relative_to(root).as_posix()] = {
+                "kind": kind,
+                "source": source,
+                "original": original,
+            }
+    return truth
+
+
+def score(report: CleanReport, truth: dict[str, dict[str, str]]) -> dict[str, dict[str, float | int]]:
+    """Per flag kind: planted, flagged, hits, precision, recall (with Wilson 95% intervals)."""
+    verdicts = {v.file: v for v in report.files}
+    hits: Counter[str] = Counter()
+    credited: set[str] = set()
+    for file, planted in truth.items():
+        kind = planted["kind"]
+        if kind == "clean":
+            continue
+        verdict = verdicts[file]
+        if verdict.reason == kind:
+            hits[kind] += 1
+            credited.add(file)
+        elif kind in ("duplicate", "near_duplicate") and verdicts[planted["original"]].reason == kind:
+            hits[kind] += 1  # the original was flagged as the copy's copy: the pair is caught
+            credited.add(planted["original"])
+    results: dict[str, dict[str, float | int]] = {}
+    for kind in (*KINDS, "any"):
+        planted = sum(
+            1 for t in truth.values() if (t["kind"] == kind or (kind == "any" and t["kind"] != "clean"))
+        )
+        flagged = sum(1 for v in report.files if (v.reason == kind or (kind == "any" and v.reason)))
+        hit = sum(hits.values()) if kind == "any" else hits[kind]
+        precision_low, precision_high = wilson_interval(hit, flagged) if flagged else (0.0, 1.0)
+        recall_low, recall_high = wilson_interval(hit, planted) if planted else (0.0, 1.0)
+        results[kind] = {
+            "planted": planted,
+            "flagged": flagged,
+            "hits": hit,
+            "precision": hit / flagged if flagged else float("nan"),
+            "precision_ci": [precision_low, precision_high],
+            "recall": hit / planted if planted else float("nan"),
+            "recall_ci": [recall_low, recall_high],
+        }
+    return results
+
+
+def off_topic_by_source(report: CleanReport, truth: dict[str, dict[str, str]]) -> dict[str, str]:
+    """Recall of off-topic flags per kind of planted image, as 'hits/planted'."""
+    verdicts = {v.file: v for v in report.files}
+    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for file, planted in truth.items():
+        if planted["kind"] == "off_topic":
+            counts[planted["source"]][1] += 1
+            counts[planted["source"]][0] += verdicts[file].reason == "off_topic"
+    return {source: f"{hit}/{total}" for source, (hit, total) in sorted(counts.items())}
+
+
+class MemoFeatures:
+    """The backbone's features, computed once per file across the sweep."""
+
+    def __init__(self, settings: CleanSettings) -> None:
+        self.compute = BackboneFeatures(settings)
+        self.cache: dict[Path, np.ndarray] = {}
+
+    def __call__(self, paths: Sequence[Path]) -> np.ndarray:
+        missing = [p for p in paths if p not in self.cache]
+        if missing:
+            self.cache.update(zip(missing, self.compute(missing), strict=True))
+        return np.stack([self.cache[p] for p in paths])
+
+
+def measure(data: Path, per_class: int, half: str) -> dict[str, object]:
+    """Build the `half` folder in a temporary directory, clean it with the defaults, sweep the threshold."""
+    work = Path(tempfile.mkdtemp(prefix=f"bench_clean_{half}_"))
+    try:
+        truth = build_folder(data, work / "crawl", per_class, half)
+        settings = CleanSettings()
+        features = MemoFeatures(settings)
+        started = time.perf_counter()
+        report = clean_folder(work / "crawl", settings, features=features)
+        seconds = time.perf_counter() - started
+        sweep = {}
+        for mads in SWEEP_MADS:
+            swept = clean_folder(work / "crawl", CleanSettings(outlier_mads=mads), features=features)
+            sweep[str(mads)] = score(swept, truth)["off_topic"] | {
+                "by_source": off_topic_by_source(swept, truth)
+            }
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    planted = sum(t["kind"] != "clean" for t in truth.values())
+    off_topic = sum(t["kind"] == "off_topic" for t in truth.values())
+    return {
+        "files": len(truth),
+        "planted": planted,
+        "seconds": seconds,
+        "results": score(report, truth),
+        "off_topic_by_source": off_topic_by_source(report, truth),
+        "off_topic_prevalence": off_topic / len(truth),
+        "sweep_outlier_mads": sweep,
+    }
+
+
+def print_half(half: str, measured: dict[str, Any]) -> None:
+    print(
+        f"\n{half}: {measured['files']} files, {measured['planted']} planted; defaults took "
+        f"{measured['seconds']:.0f} s (embedding included)"
+    )
+    rows = [
+        [
+            kind,
+            r["planted"],
+            r["flagged"],
+            r["hits"],
+            f"{r['precision']:.3f}",
+            f"{r['precision_ci'][0]:.2f}-{r['precision_ci'][1]:.2f}",
+            f"{r['recall']:.3f}",
+            f"{r['recall_ci'][0]:.2f}-{r['recall_ci'][1]:.2f}",
+        ]
+        for kind, r in measured["results"].items()
+    ]
+    print_table(["flag", "planted", "flagged", "hits", "precision", "95% CI", "recall", "95% CI"], rows)
+    print(f"off-topic recall by planted source: {measured['off_topic_by_source']}")
+    print(
+        "off-topic baseline (flag at random): precision = prevalence = "
+        f"{measured['off_topic_prevalence']:.3f}"
+    )
+    print_table(
+        ["outlier_mads", "flagged", "hits", "precision", "recall", "by source"],
+        [
+            [m, r["flagged"], r["hits"], f"{r['precision']:.3f}", f"{r['recall']:.3f}", r["by_source"]]
+            for m, r in measured["sweep_outlier_mads"].items()
+        ],
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    parser.add_argument(
+        "--per-class", type=int, default=40, help="base photos per class and half (default 40)"
+    )
+    parser.add_argument("--halves", nargs="+", default=["dev", "test"], choices=["dev", "test"])
+    parser.add_argument("--json", type=Path, default=RESULTS_DIR / "clean.json")
+    args = parser.parse_args()
+    if not (args.data / "ewaste-devices").is_dir():
+        raise SystemExit(f"{args.data}: ewaste-devices not found; pass --data ../shared/data")
+    configure_threads()
+    measured = {half: measure(args.data, args.per_class, half) for half in args.halves}
+    facts = machine_facts()
+    print(describe(facts))
+    for half, figures in measured.items():
+        print_half(half, figures)
+    write_json(
+        args.json,
+        {
+            "machine": facts,
+            "per_class": args.per_class,
+            "classes": CLASSES,
+            "plants_per_class": PLANTS,
+            "settings": CleanSettings().__dict__,
+            **measured,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
