@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import errno
 import io
-import itertools
 import time
 from pathlib import Path
 
@@ -208,6 +207,27 @@ def test_disk_full_leaves_no_half_file_and_a_one_line_error(tmp_path, web, monke
     assert [p.name for p in (out / "phone").iterdir()] == ["000001.jpg"]
 
 
+def test_disk_full_on_the_manifest_row_takes_back_its_image(tmp_path, web, monkeypatch, capsys) -> None:
+    def full(self, row):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(crawl_module.ManifestWriter, "append", full)
+    out = tmp_path / "crawl"
+    assert main(["data", "crawl", str(crawl_queries(tmp_path, web)), "--out", str(out)]) == 2
+    assert "disk full" in capsys.readouterr().err
+    assert list((out / "phone").iterdir()) == []  # the image written before its row is gone
+
+
+def test_images_moved_to_accepted_by_the_cleaner_still_count(tmp_path, web, capsys) -> None:
+    out = tmp_path / "crawl"
+    assert main(["data", "crawl", str(crawl_queries(tmp_path, web, max_images=2)), "--out", str(out)]) == 0
+    (out / "_accepted").mkdir()
+    (out / "phone").rename(out / "_accepted" / "phone")
+    capsys.readouterr()
+    assert main(["data", "crawl", str(crawl_queries(tmp_path, web, max_images=2)), "--out", str(out)]) == 0
+    assert "phone: 2/2 images (0 new, 2 from earlier runs)" in capsys.readouterr().out
+
+
 def test_a_row_cut_short_by_a_crash_is_dropped_and_the_file_repaired(tmp_path, web) -> None:
     out = tmp_path / "crawl"
     assert main(["data", "crawl", str(crawl_queries(tmp_path, web, max_images=1)), "--out", str(out)]) == 0
@@ -234,13 +254,24 @@ def test_a_host_that_keeps_timing_out_is_abandoned_and_others_still_answer(web) 
     assert fetcher.abandoned_hosts() == [web["slow"].url("")]
 
 
-def test_requests_to_one_host_keep_the_delay(tmp_path, web) -> None:
-    fetcher = PoliteFetcher("test-agent", delay_s=0.15, timeout_s=TIMEOUT_S, retries=0)
-    for name in ("1", "2", "3"):
-        fetcher.get(web["main"].url(f"/img/{name}.jpg"))
-    times = web["main"].times  # robots.txt, then three images
-    assert len(times) == 4
-    assert min(b - a for a, b in itertools.pairwise(times)) >= 0.14
+def test_requests_to_one_host_keep_the_delay(web) -> None:
+    # A clock that only the fetcher's own sleeps move: the waits it asks for are exact.
+    now = [100.0]
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(round(seconds, 6))
+        now[0] += seconds
+
+    fetcher = PoliteFetcher(
+        "test-agent", delay_s=2.0, timeout_s=TIMEOUT_S, retries=0, sleep=sleep, clock=lambda: now[0]
+    )
+    fetcher.get(web["main"].url("/img/1.jpg"))  # robots.txt at once, then the image 2 s later
+    now[0] += 0.5  # the caller spends half a second
+    fetcher.get(web["main"].url("/img/2.jpg"))
+    fetcher.get(web["slow"].url("/robots.txt"))  # another host: its robots.txt, then the file, 2 s apart
+    assert waits == [2.0, 1.5, 2.0]
+    assert web["main"].requests == ["/robots.txt", "/img/1.jpg", "/img/2.jpg"]
 
 
 def test_retries_back_off_exponentially_and_honour_retry_after(web) -> None:

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ewaste_vision.collect.manifest import MANIFEST_NAME, read_manifest
+from ewaste_vision.collect.manifest import ACCEPTED_DIR, MANIFEST_NAME, read_manifest
 from ewaste_vision.collect.outliers import off_topic_scores
 from ewaste_vision.data.dedup import Fingerprint, fingerprints_cached, group_duplicates
 from ewaste_vision.errors import UserError
@@ -50,7 +50,6 @@ REPORT_NAME = "clean_report.json"
 REVIEW_NAME = "review.html"
 DECISIONS_NAME = "decisions.txt"
 MOVES_NAME = "clean_moves.csv"
-ACCEPTED_DIR = "_accepted"
 REJECTED_DIR = "_rejected"
 _CACHE_NAME = ".clean_fingerprints.json"
 

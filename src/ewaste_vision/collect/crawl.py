@@ -25,7 +25,14 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
-from ewaste_vision.collect.manifest import KEPT, MANIFEST_NAME, ManifestRow, ManifestWriter, read_manifest
+from ewaste_vision.collect.manifest import (
+    ACCEPTED_DIR,
+    KEPT,
+    MANIFEST_NAME,
+    ManifestRow,
+    ManifestWriter,
+    read_manifest,
+)
 from ewaste_vision.collect.politeness import FetchError, PoliteFetcher
 from ewaste_vision.collect.queries import ClassQuery, CrawlPlan, load_queries
 from ewaste_vision.collect.sources import Candidate, keyword_candidates, url_list_candidates
@@ -158,7 +165,11 @@ def _crawl_class(
     earlier: list[ManifestRow],
 ) -> ClassResult:
     mine = [row for row in earlier if row.class_name == query.name]
-    kept_rows = [row for row in mine if row.status == KEPT and (out / row.file).is_file()]
+    kept_rows = [
+        row
+        for row in mine
+        if row.status == KEPT and ((out / row.file).is_file() or (out / ACCEPTED_DIR / row.file).is_file())
+    ]
     settled = {row.source_url for row in mine if row.final}
     digests = {row.sha256 for row in kept_rows}
     result = ClassResult(query.name, query.max, kept_before=len(kept_rows))
@@ -173,7 +184,12 @@ def _crawl_class(
         row = _try_candidate(
             candidate, query.name, plan, out, folder / f"{next_index:06d}.jpg", fetcher, digests
         )
-        manifest.append(row)
+        try:
+            manifest.append(row)
+        except OSError:
+            if row.status == KEPT:  # an image without its row would be downloaded again next time
+                (out / row.file).unlink(missing_ok=True)
+            raise
         result.outcomes[row.status] += 1
         if row.status == KEPT:
             result.kept_now += 1

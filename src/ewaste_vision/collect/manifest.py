@@ -17,6 +17,10 @@ from typing import IO
 
 MANIFEST_NAME = "manifest.csv"
 
+ACCEPTED_DIR = "_accepted"
+"""Where `ewaste data clean --apply` moves accepted files (`DIR/_accepted/CLASS/FILE`); a later
+crawl counts a kept file found there as still kept."""
+
 KEPT = "ok"
 """Status of a row whose image was written."""
 

@@ -93,6 +93,7 @@ class PoliteFetcher:
         backoff_s: wait before the first retry; it doubles with each further one.
         max_bytes: largest body accepted.
         sleep: `time.sleep`, replaceable in tests.
+        clock: `time.monotonic`, replaceable in tests.
     """
 
     def __init__(
@@ -104,6 +105,7 @@ class PoliteFetcher:
         backoff_s: float = 1.0,
         max_bytes: int = 25_000_000,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.user_agent = user_agent
         self.delay_s = delay_s
@@ -112,6 +114,7 @@ class PoliteFetcher:
         self.backoff_s = backoff_s
         self.max_bytes = max_bytes
         self._sleep = sleep
+        self._clock = clock
         self._session = requests.Session()
         self._session.headers.update(
             {"User-Agent": user_agent, "Accept": "image/*,text/html;q=0.9,*/*;q=0.5"}
@@ -184,8 +187,9 @@ class PoliteFetcher:
         delay = max(self.delay_s, self._host_delay.get(host, 0.0))
         with self._lock:
             last = self._last_request.get(host)
-            wait = 0.0 if last is None else last + delay - time.monotonic()
-            self._last_request[host] = time.monotonic() + max(wait, 0.0)
+            now = self._clock()
+            wait = 0.0 if last is None else last + delay - now
+            self._last_request[host] = now + max(wait, 0.0)
         if wait > 0:
             self._sleep(wait)
 

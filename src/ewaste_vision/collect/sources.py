@@ -11,6 +11,7 @@ page of one's own (`engine: {results_url: ...}`) is read by `ResultsPageParser`,
 from __future__ import annotations
 
 import importlib
+import logging
 import queue
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from icrawler import Parser
 from icrawler.utils import Signal
 
 from ewaste_vision.collect.politeness import FetchError, PoliteFetcher
+
+log = logging.getLogger(__name__)
 
 KEYWORD_ENGINES: dict[str, tuple[str, str, str]] = {
     "bing": ("icrawler.builtin.bing", "BingFeeder", "BingParser"),
@@ -91,7 +94,8 @@ def keyword_candidates(
             return
         try:
             page = fetcher.get(page_url)
-        except FetchError:
+        except FetchError as exc:
+            log.warning("results page for %r not fetched (%s); going on without it", keyword, exc)
             return
         found = 0
         for task in parser.parse(page.response) or ():
