@@ -122,9 +122,12 @@ def test_one_sided_split_folders_carry_over_to_the_other_side_by_device(tmp_path
         assert record.split == ("train", "val", "test")[int(record.path.stem[4])]
 
 
-def _tiny_fusion(mode: str) -> TwoStreamFusion:
+def _tiny_fusion(mode: str, icam: bool = False) -> TwoStreamFusion:
+    from ewaste_vision.model_meta import HeadSettings
+
     torch.manual_seed(0)
-    streams = [build_classifier("tiny", 3, pretrained=False)[0] for _ in range(2)]
+    head = HeadSettings("icam", iterations=2) if icam else None
+    streams = [build_classifier("tiny", 3, pretrained=False, head=head)[0] for _ in range(2)]
     model = TwoStreamFusion(streams[0], streams[1], 3)
     set_fusion_trainable(model, mode, ("tiny", "tiny"))
     return model
@@ -143,9 +146,7 @@ def _fit_on_images(model: TwoStreamFusion, pairs_data: Path, tmp_path: Path) -> 
         [r.path for r in records], torch.zeros(len(records)), eval_transform(32, spec.mean, spec.std), 32
     )
     pairs = ImagePairs(rgb, xray, make(rgb), make(xray), seed=0, use="train")
-    module = FusionModule(
-        model, pairs, 1e-2, 0.0, from_features=False, frozen_batchnorm=frozen_batchnorm(model)
-    )
+    module = FusionModule(model, pairs, 1e-2, 0.0, frozen_batchnorm=frozen_batchnorm(model))
     trainer = L.Trainer(
         max_epochs=2,
         accelerator="cpu",
@@ -162,10 +163,13 @@ def _changed(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) ->
     return {k for k in before if not torch.equal(before[k], after[k])}
 
 
+@pytest.mark.parametrize("icam", [False, True], ids=["plain", "icam"])
 def test_fast_fusion_changes_only_the_classifier_layers_and_the_fusion_layer(
-    pairs_data: Path, tmp_path: Path
+    pairs_data: Path, tmp_path: Path, icam: bool
 ):
-    model = _tiny_fusion("fast")
+    model = _tiny_fusion("fast", icam)
+    if icam:
+        assert "rgb.aggregator.weight_logits" in model.state_dict()  # frozen too (002: theta_FA)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     _fit_on_images(model, pairs_data, tmp_path)
     changed = _changed(before, model.state_dict())

@@ -82,6 +82,7 @@ def evaluate_fusion(
             "skipped_files": len(skipped),
             "stream_heads_on_pairs": {m: _accuracy(per_stream[m], targets) for m in MODALITIES},
             "streams_alone": predictor.meta.extra.get("stream_scores", {}),
+            "training_seconds": predictor.meta.extra.get("training_seconds", {}),
         }
     )
     write_json(out_dir / "metrics.json", metrics)

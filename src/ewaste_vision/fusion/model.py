@@ -62,6 +62,24 @@ class TwoStreamFusion(nn.Module):
         return self.fuse(stream_features(self.rgb, rgb_images), stream_features(self.xray, xray_images))
 
 
+class FeatureFusion(nn.Module):
+    """The layers fast fusion trains, over cached stream features: (F_rgb, F_xray) -> logits.
+
+    Only the two classification layers (with their dropouts) and the fusion layer are submodules,
+    so the checkpoints of fast fusion hold these alone, not two frozen backbones every epoch.
+    """
+
+    def __init__(self, model: TwoStreamFusion) -> None:
+        super().__init__()
+        self.rgb_head, self.xray_head = model.rgb.head, model.xray.head
+        self.rgb_dropout, self.xray_dropout = model.rgb.dropout, model.xray.dropout
+        self.fusion = model.fusion
+        self._fuse = model.fuse  # the same layers, called as the whole network calls them
+
+    def forward(self, rgb_features: torch.Tensor, xray_features: torch.Tensor) -> torch.Tensor:
+        return self._fuse(rgb_features, xray_features)
+
+
 def set_fusion_trainable(model: TwoStreamFusion, mode: str, backbones: tuple[str, str]) -> None:
     """Freeze `model` for fusion `mode` (`fast` or `slow`, see the module docstring).
 

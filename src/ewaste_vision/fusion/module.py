@@ -10,38 +10,37 @@ import torch.nn.functional as F
 from torch import nn
 
 from ewaste_vision.fusion.datasets import RepairingDataset, Sample
-from ewaste_vision.fusion.model import TwoStreamFusion
+from ewaste_vision.fusion.model import FeatureFusion, TwoStreamFusion
 from ewaste_vision.training.modules import one_cycle
 
 
 class FusionModule(L.LightningModule):
     """Trains the trainable part of a `TwoStreamFusion` (see `set_fusion_trainable`).
 
-    On cached features (`from_features`) it calls `fuse`, on images the whole network. Backbone
-    layers (slow fusion) learn at `lr * backbone_lr_scale` with AdamW on a one-cycle schedule, as
-    `SupervisedModule` fine-tunes; with only heads to train, Adam at a constant rate.
+    `network` maps a batch's two inputs to fused logits: a `FeatureFusion` on cached features
+    (fast fusion) or the whole `TwoStreamFusion` on images (slow). Backbone layers (slow fusion)
+    learn at `lr * backbone_lr_scale` with AdamW on a one-cycle schedule, as `SupervisedModule`
+    fine-tunes; with only heads to train, Adam at a constant rate.
     """
 
     def __init__(
         self,
-        model: TwoStreamFusion,
+        network: TwoStreamFusion | FeatureFusion,
         train_pairs: RepairingDataset,
         lr: float,
         weight_decay: float,
-        from_features: bool,
         frozen_batchnorm: list[nn.Module] | None = None,
         backbone_lr_scale: float = 0.3,
     ) -> None:
         super().__init__()
-        self.model = model
+        self.model = network
         self.train_pairs = train_pairs
         self.lr, self.weight_decay = lr, weight_decay
-        self.from_features = from_features
         self.frozen_batchnorm = frozen_batchnorm or []
         self.backbone_lr_scale = backbone_lr_scale
 
     def forward(self, rgb: torch.Tensor, xray: torch.Tensor) -> torch.Tensor:
-        return self.model.fuse(rgb, xray) if self.from_features else self.model(rgb, xray)
+        return self.model(rgb, xray)
 
     def on_train_epoch_start(self) -> None:
         self.train_pairs.set_epoch(self.current_epoch)  # new random partners every epoch

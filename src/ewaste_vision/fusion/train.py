@@ -32,7 +32,7 @@ from ewaste_vision.fusion.data import (
 )
 from ewaste_vision.fusion.datasets import FeaturePairs, ImagePairs, RepairingDataset
 from ewaste_vision.fusion.features import feature_table, readable_images
-from ewaste_vision.fusion.model import TwoStreamFusion, frozen_batchnorm, set_fusion_trainable
+from ewaste_vision.fusion.model import FeatureFusion, TwoStreamFusion, frozen_batchnorm, set_fusion_trainable
 from ewaste_vision.fusion.module import FusionModule
 from ewaste_vision.fusion.pairing import ORIENTATIONS, missing_partners
 from ewaste_vision.fusion.streams import load_stream, model_digest, stream_runs, stream_summary
@@ -75,11 +75,10 @@ def train_fusion(config: TrainConfig, progress: bool = True) -> TrainResult:
     loaders, unreadable = _loaders(model, streams, split, runs, config, run_dir, bf16)
     skipped += unreadable
     module = FusionModule(
-        model,
+        FeatureFusion(model) if config.fusion == "fast" else model,
         loaders["train"].dataset,  # type: ignore[arg-type]
         config.lr,
         config.weight_decay,
-        from_features=config.fusion == "fast",
         frozen_batchnorm=frozen_batchnorm(model),
     )
     # Fast fusion trains heads on cached features (seconds an epoch, like `--strategy linear`);
@@ -103,6 +102,8 @@ def train_fusion(config: TrainConfig, progress: bool = True) -> TrainResult:
             "seed": config.seed,
             "streams": {"rgb": rgb_meta.to_dict(), "xray": xray_meta.to_dict()},
             "stream_scores": {m: stream_summary(runs[m]) for m in MODALITIES},
+            # Stage 1 is 0 when both streams were given (`--rgb-run`, `--xray-run`).
+            "training_seconds": {"streams": round(stage1_seconds, 1), "fusion": round(stage2_seconds, 1)},
         },
     )
     save_model(run_dir, model.state_dict(), meta)
