@@ -39,6 +39,7 @@ from ewaste_vision.tasks import LabelTask, Task, get_task
 from ewaste_vision.training.features import cached_features, extract_pooled_features
 from ewaste_vision.training.init_from_run import load_source_backbone, read_source_backbone
 from ewaste_vision.training.modules import SupervisedModule
+from ewaste_vision.training.resumable import EpochShuffle, bind_epochs
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +220,7 @@ def fit_with_checkpoints(
         progress: show Lightning's progress bar.
         monitor: logged metric that picks the best checkpoint and stops early.
         mode: `min` or `max`: which way `monitor` improves.
-        ddp_strategy: Lightning strategy when `config.devices` > 1.
+        ddp_strategy: Lightning strategy when more than one process trains (devices x nodes).
 
     Returns:
         The trainer and the best value of `monitor` (None where it is unknown, as on ranks > 0,
@@ -233,7 +234,8 @@ def fit_with_checkpoints(
         max_epochs=max_epochs,
         accelerator="gpu" if device == "cuda" else "cpu",
         devices=config.devices,
-        strategy=ddp_strategy if config.devices > 1 else "auto",
+        num_nodes=config.num_nodes,
+        strategy=ddp_strategy if config.devices * config.num_nodes > 1 else "auto",
         precision="bf16-mixed" if bf16 else "32-true",
         callbacks=[EarlyStopping(monitor=monitor, mode=mode, patience=config.patience), checkpoints],
         logger=CSVLogger(stage_dir, name="logs", version=""),
@@ -241,6 +243,7 @@ def fit_with_checkpoints(
         enable_model_summary=False,
         log_every_n_steps=1,
     )
+    bind_epochs(train_loader, lambda: trainer.current_epoch)
     last = stage_dir / "checkpoints" / "last.ckpt"
     resume_from = str(last) if config.resume and last.is_file() else None
     fit_keeping_log(
@@ -360,8 +363,10 @@ def _schedule(config: TrainConfig) -> dict[str, Any]:
 
 
 def _loader(dataset: Any, batch_size: int, shuffle: bool, seed: int) -> DataLoader[Any]:
-    generator = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=0)
+    # The order (and the augmentations drawn with it) is a function of (seed, epoch), so a run
+    # resumed with --resume trains on the same batches as one that never stopped.
+    sampler = EpochShuffle(len(dataset), seed) if shuffle else None
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=0)
 
 
 def _linear_setup(
