@@ -113,6 +113,26 @@ def test_boxes_hold_more_detail_than_the_bare_board() -> None:
     assert np.mean(inside_std) > np.mean(outside_std)
 
 
+def test_a_closer_field_draws_larger_parts_and_the_count_range_holds() -> None:
+    def mean_box_area(field_mm: float) -> float:
+        areas = []
+        for seed in range(12):
+            _, boxes = draw_board(
+                np.random.default_rng(seed), 128, field_mm=field_mm, count_range=(2, 4), background=MAGENTA
+            )
+            assert 1 <= len(boxes) <= 4  # parts that do not fit are dropped, never added
+            areas += [box.w * box.h for box in boxes]
+        return float(np.mean(areas))
+
+    assert mean_box_area(36.0) > 2.0 * mean_box_area(72.0)
+    _, bare = draw_board(np.random.default_rng(0), 96, count_range=(0, 0))
+    assert bare == []
+    with pytest.raises(ValueError, match="count_range"):
+        draw_board(np.random.default_rng(0), 96, count_range=(5, 2))
+    with pytest.raises(ValueError, match="field_mm"):
+        write_synthetic_boards(Path("unused"), 1, field_mm=0.0)
+
+
 def test_yolo_tree_is_complete_and_valid(tmp_path: Path) -> None:
     yaml_path = write_synthetic_boards(tmp_path / "boards", n=10, seed=1, size=96)
     data = yaml.safe_load(yaml_path.read_text(encoding="utf-8"))

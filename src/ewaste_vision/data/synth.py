@@ -43,6 +43,9 @@ _SUPERSAMPLE = 2
 _BOARD_MM = 72.0
 """Width of the board region a `size`-pixel image shows, on average (millimetres)."""
 
+_COMPONENTS_PER_BOARD = (2, 10)
+"""Fewest and most components a board is drawn with, when the caller names no count."""
+
 _MIN_DRAW_PX_PER_MM = 5.0
 """Smallest scale a drawer is called at; smaller components are drawn at this scale and shrunk."""
 
@@ -786,10 +789,13 @@ def _finish(rng: np.random.Generator, image: Image.Image, blur_chance: float = 0
 
 
 def _choose_classes(
-    rng: np.random.Generator, classes_present: Sequence[str] | None, count: int | None
+    rng: np.random.Generator,
+    classes_present: Sequence[str] | None,
+    count: int | None,
+    count_range: tuple[int, int] = _COMPONENTS_PER_BOARD,
 ) -> list[str]:
     """Component classes to draw: every class of `classes_present` at least once, plus repeats."""
-    total = int(rng.integers(2, 11)) if count is None else count
+    total = int(rng.integers(count_range[0], count_range[1] + 1)) if count is None else count
     if classes_present is None:
         if total <= 0:
             return []
@@ -818,6 +824,8 @@ def draw_board(
     *,
     count: int | None = None,
     background: tuple[int, int, int] | None = None,
+    field_mm: float = _BOARD_MM,
+    count_range: tuple[int, int] = _COMPONENTS_PER_BOARD,
 ) -> tuple[Image.Image, list[Box]]:
     """Draw a square synthetic waste circuit board with components and their boxes.
 
@@ -827,18 +835,22 @@ def draw_board(
         classes_present: component classes to draw, each at least once and nothing else (empty:
             a bare board). None picks a random subset of the eight classes.
         count: number of components to attempt, never fewer than the classes in
-            `classes_present`; None draws 2..10. Parts that do not fit without heavy overlap are
-            dropped, except the first of each class in `classes_present`.
+            `classes_present`; None draws a number in `count_range`. Parts that do not fit
+            without heavy overlap are dropped, except the first of each class in `classes_present`.
         background: a uniform RGB colour instead of a drawn board, with no shadows, lighting or
             noise, so every non-background pixel belongs to a component (for tests and figures).
+        field_mm: width of board the image shows, on average, in millimetres: smaller is a
+            closer shot with larger components (72: a whole small board; 40: a close-up).
+        count_range: fewest and most components attempted when `count` is None (inclusive).
 
     Returns:
         The RGB board image and one `Box` per drawn component.
     """
     if size < 32:
         raise ValueError(f"size must be at least 32 pixels, got {size}")
+    _check_board_shape(field_mm, count_range)
     big = size * _SUPERSAMPLE
-    p = big / _BOARD_MM * float(rng.uniform(0.8, 1.25))
+    p = big / field_mm * float(rng.uniform(0.8, 1.25))
     plain = background is not None
     area = (0.0, 0.0, float(big), float(big))
     if plain:
@@ -854,7 +866,7 @@ def draw_board(
         substrate = _draw_substrate(rng, big, big, p, area, look)
         left_top = (round(area[0]), round(area[1]))
         board.paste(substrate.crop((*left_top, round(area[2]), round(area[3]))), left_top)
-    names = _choose_classes(rng, classes_present, count)
+    names = _choose_classes(rng, classes_present, count, count_range)
     required = set(names) if classes_present is not None else set()
     shadow_dir = (float(rng.uniform(-1, 1)), float(rng.uniform(0.2, 1)))
     sprites = [(name, _pose(rng, draw_component(name, rng, p))) for name in names]
@@ -875,6 +887,14 @@ def draw_board(
     if not plain:
         image = _finish(rng, image)
     return image, boxes
+
+
+def _check_board_shape(field_mm: float, count_range: tuple[int, int]) -> None:
+    if not field_mm > 0:
+        raise ValueError(f"field_mm must be positive, got {field_mm}")
+    low, high = count_range
+    if not 0 <= low <= high:
+        raise ValueError(f"count_range must be (fewest, most) with 0 <= fewest <= most, got {count_range}")
 
 
 def _find_spot(
@@ -1070,6 +1090,9 @@ def write_synthetic_boards(
     seed: int = 0,
     size: int = 320,
     splits: Sequence[float] = (0.7, 0.15, 0.15),
+    *,
+    field_mm: float = _BOARD_MM,
+    count_range: tuple[int, int] = _COMPONENTS_PER_BOARD,
 ) -> Path:
     """Write `n` synthetic boards as a YOLO detection data set.
 
@@ -1083,15 +1106,18 @@ def write_synthetic_boards(
         seed: fixes every image, label and split assignment.
         size: image width and height in pixels.
         splits: fractions of boards in train, valid and test.
+        field_mm: width of board each image shows, on average (see `draw_board`).
+        count_range: fewest and most components per board (see `draw_board`).
 
     Returns:
         The path of `data.yaml`.
     """
     if n < 0:
         raise ValueError(f"n must be non-negative, got {n}")
+    _check_board_shape(field_mm, count_range)
 
     def write_board(rng: np.random.Generator, path: Path) -> list[Box]:
-        image, boxes = draw_board(rng, size)
+        image, boxes = draw_board(rng, size, field_mm=field_mm, count_range=count_range)
         image.save(path.with_suffix(".jpg"), quality=int(rng.integers(80, 96)))
         return boxes
 
