@@ -17,8 +17,8 @@ pair counts: whichever of copy and original is flagged as the copy is a hit. Eve
 crops, boards, other devices) is cut into a `dev` and a `test` half: the off-topic rule and its
 threshold were chosen on `dev` (the sweep below), and `test` is the figure to quote.
 
-    python bench/bench_clean.py                 # ~2-4 min on 2 cores
-    python bench/bench_clean.py --per-class 30  # quicker
+    python bench/bench_clean.py              # ~6 min on 2 busy cores; both halves
+    python bench/bench_clean.py --explore    # also the off-topic rules compared on dev
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from PIL import Image, ImageDraw
 
 from _common import RESULTS_DIR, describe, machine_facts, print_table, write_json
 from ewaste_vision.collect.clean import BackboneFeatures, CleanReport, CleanSettings, clean_folder
+from ewaste_vision.collect.outliers import MAD_TO_SD, local_similarity
 from ewaste_vision.data.dedup import group_duplicates, image_fingerprints
 from ewaste_vision.data.images import expand_image_paths
 from ewaste_vision.hardware import configure_threads
@@ -232,6 +233,100 @@ def off_topic_by_source(report: CleanReport, truth: dict[str, dict[str, str]]) -
     return {source: f"{hit}/{total}" for source, (hit, total) in sorted(counts.items())}
 
 
+def confusion(report: CleanReport, truth: dict[str, dict[str, str]]) -> dict[str, dict[str, int]]:
+    """Planted kind (off-topic by source) -> the cleaner's verdicts on those files, counted."""
+    table: dict[str, Counter[str]] = defaultdict(Counter)
+    for verdict in report.files:
+        planted = truth[verdict.file]
+        row = f"off_topic:{planted['source']}" if planted["kind"] == "off_topic" else planted["kind"]
+        table[row][verdict.reason or "accepted"] += 1
+    return {row: dict(sorted(counts.items())) for row, counts in sorted(table.items())}
+
+
+def off_topic_auc(report: CleanReport, truth: dict[str, dict[str, str]]) -> dict[str, float | int]:
+    """How well the off-topic score ranks, whatever the threshold: the chance that a planted
+    off-topic image scores above an on-topic one (ROC AUC), over the images that were scored."""
+    scored = [(v.score, truth[v.file]["kind"] == "off_topic") for v in report.files if v.score is not None]
+    positives = [score for score, planted in scored if planted]
+    negatives = [score for score, planted in scored if not planted]
+    wins = sum((p > n) + 0.5 * (p == n) for p in positives for n in negatives)
+    return {
+        "auc": wins / max(1, len(positives) * len(negatives)),
+        "off_topic": len(positives),
+        "on_topic": len(negatives),
+    }
+
+
+def _unit_rows(matrix: np.ndarray) -> np.ndarray:
+    return matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
+
+
+def _centre_similarity(unit: np.ndarray) -> np.ndarray:
+    """Cosine similarity to a robust centre: the mean of the closest half, three rounds."""
+    centre = unit.mean(0) / np.linalg.norm(unit.mean(0))
+    for _ in range(3):
+        closest = unit[np.argsort(-(unit @ centre))[: max(1, len(unit) // 2)]]
+        centre = closest.mean(0) / np.linalg.norm(closest.mean(0))
+    return unit @ centre
+
+
+def _two_sided(similarity: np.ndarray) -> np.ndarray:
+    median = np.median(similarity)
+    return (median - similarity) / (MAD_TO_SD * max(float(np.median(np.abs(similarity - median))), 0.01))
+
+
+def _one_sided(similarity: np.ndarray) -> np.ndarray:
+    median = np.median(similarity)
+    upper = float(np.median(similarity[similarity >= median] - median))
+    return (median - similarity) / (MAD_TO_SD * max(upper, 0.005))
+
+
+RULES = {
+    "centre, two-sided MAD": lambda unit, _: _two_sided(_centre_similarity(unit)),
+    "centre, one-sided": lambda unit, _: _one_sided(_centre_similarity(unit)),
+    "5 nearest, two-sided MAD": lambda unit, _: _two_sided(local_similarity(unit, 5)),
+    "5 nearest, one-sided": lambda unit, _: _one_sided(local_similarity(unit, 5)),
+    "7 nearest, one-sided (product)": lambda unit, _: _one_sided(local_similarity(unit, 7)),
+    "7 nearest, one-sided, centred on the folder mean": lambda unit, mean: _one_sided(
+        local_similarity(unit - mean, 7)
+    ),
+}
+"""Off-topic rules compared on the dev half (`--explore`) before the product's was chosen."""
+
+
+def explore_rules(
+    report: CleanReport, features: MemoFeatures, truth: dict[str, dict[str, str]]
+) -> dict[str, Any]:
+    """Each rule of `RULES` on the same candidates and embeddings: AUC and flags at cuts 2 and 3."""
+    candidates: dict[str, list[str]] = defaultdict(list)
+    for verdict in report.files:
+        if verdict.similarity is not None:
+            candidates[verdict.class_name].append(verdict.file)
+    vectors = {p.relative_to(report.root).as_posix(): v for p, v in features.cache.items()}
+    folder_mean = _unit_rows(np.stack([vectors[f] for files in candidates.values() for f in files])).mean(0)
+    planted = sum(t["kind"] == "off_topic" for t in truth.values())
+    results: dict[str, Any] = {}
+    for name, rule in RULES.items():
+        scores: dict[str, float] = {}
+        for files in candidates.values():
+            unit = _unit_rows(np.stack([vectors[f] for f in files]))
+            scores.update(zip(files, rule(unit, folder_mean), strict=True))
+        positives = [z for f, z in scores.items() if truth[f]["kind"] == "off_topic"]
+        negatives = [z for f, z in scores.items() if truth[f]["kind"] != "off_topic"]
+        wins = sum((p > n) + 0.5 * (p == n) for p in positives for n in negatives)
+        row: dict[str, Any] = {"auc": wins / max(1, len(positives) * len(negatives))}
+        for cut in (2.0, 3.0):
+            flagged = [f for f, z in scores.items() if z > cut]
+            hits = sum(truth[f]["kind"] == "off_topic" for f in flagged)
+            row[f"cut {cut:g}"] = {
+                "flagged": len(flagged),
+                "precision": hits / max(1, len(flagged)),
+                "recall": hits / planted,
+            }
+        results[name] = row
+    return results
+
+
 class MemoFeatures:
     """The backbone's features, computed once per file across the sweep."""
 
@@ -246,7 +341,7 @@ class MemoFeatures:
         return np.stack([self.cache[p] for p in paths])
 
 
-def measure(data: Path, per_class: int, half: str) -> dict[str, object]:
+def measure(data: Path, per_class: int, half: str, explore: bool = False) -> dict[str, Any]:
     """Build the `half` folder in a temporary directory, clean it with the defaults, sweep the threshold."""
     work = Path(tempfile.mkdtemp(prefix=f"bench_clean_{half}_"))
     try:
@@ -262,6 +357,7 @@ def measure(data: Path, per_class: int, half: str) -> dict[str, object]:
             sweep[str(mads)] = score(swept, truth)["off_topic"] | {
                 "by_source": off_topic_by_source(swept, truth)
             }
+        rules = explore_rules(report, features, truth) if explore else {}
     finally:
         shutil.rmtree(work, ignore_errors=True)
     planted = sum(t["kind"] != "clean" for t in truth.values())
@@ -273,7 +369,10 @@ def measure(data: Path, per_class: int, half: str) -> dict[str, object]:
         "results": score(report, truth),
         "off_topic_by_source": off_topic_by_source(report, truth),
         "off_topic_prevalence": off_topic / len(truth),
+        "off_topic_ranking": off_topic_auc(report, truth),
+        "confusion": confusion(report, truth),
         "sweep_outlier_mads": sweep,
+        **({"rules": rules} if rules else {}),
     }
 
 
@@ -297,6 +396,14 @@ def print_half(half: str, measured: dict[str, Any]) -> None:
     ]
     print_table(["flag", "planted", "flagged", "hits", "precision", "95% CI", "recall", "95% CI"], rows)
     print(f"off-topic recall by planted source: {measured['off_topic_by_source']}")
+    print("verdicts by what was planted:")
+    for row, counts in measured["confusion"].items():
+        print(f"  {row}: {counts}")
+    ranking = measured["off_topic_ranking"]
+    print(
+        f"off-topic ranking, any threshold: ROC AUC {ranking['auc']:.3f} over {ranking['off_topic']} "
+        f"off-topic and {ranking['on_topic']} on-topic scored images"
+    )
     print(
         "off-topic baseline (flag at random): precision = prevalence = "
         f"{measured['off_topic_prevalence']:.3f}"
@@ -317,16 +424,27 @@ def main() -> None:
         "--per-class", type=int, default=40, help="base photos per class and half (default 40)"
     )
     parser.add_argument("--halves", nargs="+", default=["dev", "test"], choices=["dev", "test"])
+    parser.add_argument("--explore", action="store_true", help="also compare off-topic rules (dev half)")
     parser.add_argument("--json", type=Path, default=RESULTS_DIR / "clean.json")
     args = parser.parse_args()
     if not (args.data / "ewaste-devices").is_dir():
         raise SystemExit(f"{args.data}: ewaste-devices not found; pass --data ../shared/data")
     configure_threads()
-    measured = {half: measure(args.data, args.per_class, half) for half in args.halves}
+    measured = {
+        half: measure(args.data, args.per_class, half, explore=args.explore and half == "dev")
+        for half in args.halves
+    }
     facts = machine_facts()
     print(describe(facts))
     for half, figures in measured.items():
         print_half(half, figures)
+        for name, row in figures.get("rules", {}).items():
+            cuts = "; ".join(
+                f"{cut}: {r['flagged']} flagged, P {r['precision']:.2f}, R {r['recall']:.2f}"
+                for cut, r in row.items()
+                if cut != "auc"
+            )
+            print(f"  rule {name}: AUC {row['auc']:.3f}; {cuts}")
     write_json(
         args.json,
         {
