@@ -22,6 +22,7 @@ an RTX 2080 Ti (Gopalakrishnan & Golland, 2022).
 
 Run from the repository root:
     PYTHONPATH=/tmp/diffdrr_site python bench/bench_drr.py            # size 256 volume
+    PYTHONPATH=/tmp/diffdrr_site python bench/bench_drr.py --size 96  # synth-ct's default size
     python bench/bench_drr.py --quick                                  # smoke run
 """
 
@@ -133,7 +134,8 @@ def main() -> None:
     print("DiffDRR published: 25 ms per 200 x 200 DRR on an RTX 2080 Ti (GPU, not comparable to a CPU)")
     facts["uptime_end"] = os.popen("uptime").read().strip()
     write_json(
-        RESULTS_DIR / ("drr_quick.json" if args.quick else "drr.json"),
+        RESULTS_DIR
+        / ("drr_quick.json" if args.quick else "drr.json" if args.size == 256 else f"drr_{args.size}.json"),
         {"machine": facts, "volume_shape": list(volume.voxels.shape), "image": IMAGE, "rows": rows},
     )
 
