@@ -7,6 +7,7 @@ connections and never answers, like a host whose server hangs.
 
 from __future__ import annotations
 
+import io
 import socket
 import threading
 import time
@@ -14,6 +15,12 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import yaml
+from PIL import ExifTags, Image
+
+from conftest import draw_shapes
 
 
 @dataclass(frozen=True)
@@ -144,3 +151,98 @@ def loopback_only(
 
     monkeypatch.setattr(socket.socket, "connect", guarded)
     return connected
+
+
+TIMEOUT_S = 0.5
+"""Per-request timeout in these tests; the slow host sleeps well past it, the others answer at once
+(the margin is for a loaded CI machine)."""
+
+
+def jpeg(seed: int, size: tuple[int, int] = (96, 80), gps: bool = False) -> bytes:
+    image = draw_shapes(seed, size)
+    buffer = io.BytesIO()
+    exif = Image.Exif()
+    if gps:
+        exif.get_ifd(ExifTags.IFD.GPSInfo)[ExifTags.GPS.GPSLatitudeRef] = "N"
+        exif.get_ifd(ExifTags.IFD.GPSInfo)[ExifTags.GPS.GPSLatitude] = (52.0, 31.0, 0.0)
+    image.save(buffer, format="JPEG", quality=90, exif=exif)
+    return buffer.getvalue()
+
+
+def write_queries(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@contextmanager
+def loopback_web(monkeypatch) -> Iterator[dict]:
+    """Three hosts: `main` (search engine, robots.txt, images), `slow` (answers after the timeout)
+    and `silent` (never answers), and a guard that fails any connection off 127.0.0.1."""
+    connected = loopback_only(monkeypatch)
+    main_host = FixtureHost()
+    slow = FixtureHost()
+    silent = SilentHost()
+    image = lambda seed, **kw: Route(jpeg(seed, **kw), "image/jpeg")  # noqa: E731
+    main_host.routes.update(
+        {
+            "/robots.txt": Route(b"User-agent: *\nDisallow: /private/\n", "text/plain"),
+            "/img/1.jpg": image(1),
+            "/img/2.jpg": image(2),
+            "/img/3.jpg": image(3, gps=True),
+            "/img/copy-of-1.jpg": image(1),
+            "/img/listed.jpg": image(4),
+            "/img/extra.jpg": image(5),
+            "/img/tiny.jpg": image(6, size=(20, 20)),
+            "/img/fake.jpg": Route(b"<html>not an image</html>", "image/jpeg"),
+            "/private/secret.jpg": image(7),
+        }
+    )
+    slow.routes.update(
+        {
+            "/robots.txt": Route(b"", "text/plain"),
+            "/img/late.jpg": Route(jpeg(8), "image/jpeg", delay_s=4 * TIMEOUT_S),
+        }
+    )
+    listing = [
+        (main_host.url("/img/1.jpg"), main_host.url("/photo/1"), "CC-BY-4.0"),
+        (main_host.url("/img/missing.jpg"), "", ""),
+        (main_host.url("/img/fake.jpg"), "", ""),
+        (main_host.url("/private/secret.jpg"), "", ""),
+        (slow.url("/img/late.jpg"), "", ""),
+        (silent.url("/img/never.jpg"), "", ""),
+        (main_host.url("/img/tiny.jpg"), "", ""),
+        (main_host.url("/img/copy-of-1.jpg"), "", ""),
+        (main_host.url("/img/2.jpg"), "", "CC0-1.0"),
+        (main_host.url("/img/3.jpg"), "", ""),
+        (main_host.url("/img/extra.jpg"), "", ""),
+    ]
+    main_host.routes["/search"] = Route(results_page(listing))
+    # The same without the slow and the silent host, for tests about other things.
+    main_host.routes["/search-fast"] = Route(
+        results_page([item for item in listing if "127.0.0.1:" + str(main_host.port) in item[0]])
+    )
+    with serving(main_host, slow):
+        yield {"main": main_host, "slow": slow, "silent": silent, "connected": connected}
+    silent.stop()
+
+
+def crawl_queries(tmp_path: Path, web: dict, max_images: int = 5, bad_hosts: bool = False) -> Path:
+    main_host = web["main"]
+    search = "/search" if bad_hosts else "/search-fast"
+    data = {
+        "user_agent": "ewaste-test-crawler/1.0",
+        "delay_s": 0.0,
+        "timeout_s": TIMEOUT_S,
+        "retries": 1,
+        "backoff_s": 0.05,
+        "min_resolution": [32, 32],
+        "classes": {
+            "phone": {
+                "keywords": ['"iPhone 6" backside'],
+                "max": max_images,
+                "urls": [main_host.url("/img/listed.jpg")],
+                "engine": {"results_url": main_host.url(search + "?q={query}")},
+            }
+        },
+    }
+    return write_queries(tmp_path / "queries.yaml", data)

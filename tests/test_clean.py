@@ -23,6 +23,7 @@ from ewaste_vision.cli import main
 from ewaste_vision.collect.clean import BackboneFeatures, CleanSettings, clean_folder
 from ewaste_vision.collect.outliers import local_similarity, off_topic_scores
 from ewaste_vision.errors import UserError
+from fixtures_http import crawl_queries, loopback_web
 
 
 def phone(seed: int, size: tuple[int, int] = (120, 160)) -> Image.Image:
@@ -239,3 +240,21 @@ def test_local_similarity_matches_a_brute_force_count() -> None:
 def test_identical_images_flag_nothing() -> None:
     scores = off_topic_scores(np.ones((10, 8)) + 1e-6 * np.arange(80).reshape(10, 8))
     assert not scores.flagged.any()
+
+
+@pytest.fixture
+def web(monkeypatch):
+    """The loopback hosts of `fixtures_http.loopback_web`."""
+    with loopback_web(monkeypatch) as hosts:
+        yield hosts
+
+
+def test_crawl_then_clean_carries_each_file_source_url(tmp_path: Path, web) -> None:
+    # The whole path of 003: crawl from the loopback hosts, then clean; the review keeps the source.
+    out = tmp_path / "crawl"
+    assert main(["data", "crawl", str(crawl_queries(tmp_path, web)), "--out", str(out)]) == 0
+    report = clean_folder(out, STAND_IN, features=thumbnail_features)
+    assert len(report.files) == 5 and all(v.source_url.startswith("http://127.0.0.1:") for v in report.files)
+    assert web["main"].url("/img/1.jpg") in {v.source_url for v in report.files}
+    saved = json.loads((out / "clean_report.json").read_text())
+    assert {f["source_url"] for f in saved["files"]} == {v.source_url for v in report.files}
