@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import csv
+import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +14,16 @@ from PIL import Image, ImageDraw
 from ewaste_vision.cli import main
 from ewaste_vision.data.check import check_dataset, format_report
 from ewaste_vision.data.leakage import (
-    compare_with_source_groups,
+    CopyEvidence,
+    CopySettings,
     find_augmented_copies,
+    find_copy_groups,
+    group_copies,
     pair_precision_recall,
+    read_source_groups,
 )
 from ewaste_vision.data.yolo import read_yolo
+from ewaste_vision.data.yolo_split import multilabel_grouped_split
 
 
 def draw_board(path: Path, seed: int, size: int = 192) -> Path:
@@ -101,7 +107,7 @@ def test_keypoint_stage_finds_what_the_hash_alone_misses(tmp_path: Path) -> None
     AUGMENTATIONS["tilt_crop_gray"](Image.open(source)).save(tilted, quality=90)
     other = draw_board(tmp_path / "other.png", 32)
     paths = [source, tilted, other]
-    assert len(set(find_augmented_copies(paths, candidates=0))) == 3
+    assert len(set(find_augmented_copies(paths, candidates=0, word_candidates=0))) == 3
     groups = find_augmented_copies(paths)
     assert groups[0] == groups[1] != groups[2]
 
@@ -136,20 +142,84 @@ def test_check_reports_copies_across_splits_in_a_yolo_dataset(tmp_path: Path) ->
     assert main(["data", "check", str(root)]) == 0
 
 
+HELD_OUT_SOURCES = 60
+"""Sources of the held-out half checked in CI (about 150 images; the bench scores all 1005).
+
+The whole held-out half scores pair precision 0.926 and recall 0.970 (bench/bench_leakage.py); the
+bounds below sit just under what these 60 sources scored, so a worse finder fails."""
+
+PRECISION_AT_LEAST = 0.90
+RECALL_AT_LEAST = 0.95
+
+
 @pytest.mark.real_data
-def test_pcb_components_copy_groups_match_the_known_sources(shared_data: Path) -> None:
+def test_pcb_components_held_out_sources_are_found_and_never_leak(shared_data: Path) -> None:
     root = shared_data / "pcb-components"
     if not (root / "source_groups.csv").is_file():
         pytest.skip(f"{root}/source_groups.csv not found")
     dataset, summary = read_yolo(root)
     assert summary.polygons_converted > 0  # polygon lines are read as boxes, not skipped
     assert not any("field count" in why for _, why in dataset.skipped)
-    with open(root / "source_groups.csv", newline="") as handle:
-        assert len(list(csv.DictReader(handle))) == len(dataset.records)
+    paths, truth = read_source_groups(root)
+    assert len(paths) == len(dataset.records)
 
-    scores = compare_with_source_groups(root)
-    # Measured 0.951 / 0.950 with the default thresholds (tuned on this data, nothing held out).
-    # Most wrong pairs come from pairs of source stems whose photos show the same board
-    # (PCBA_20/21, PCBA_556/566, ...), which source_groups.csv counts as different sources.
-    assert scores["recall"] >= 0.95, scores
-    assert scores["precision"] >= 0.95, scores
+    # The thresholds were tuned on half A of the sources (bench/bench_leakage.py, seed 0, with the
+    # source names that show one board merged); these sources come from half B, which tuning never saw.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from bench_leakage import corrected, halves
+
+    truth = corrected(truth)
+    half_b = halves(truth, seed=0)[1]
+    held_out = sorted({truth[index] for index in half_b})[:HELD_OUT_SOURCES]
+    chosen = [index for index in half_b if truth[index] in held_out]
+    found = find_copy_groups([paths[index] for index in chosen])
+    chosen_truth = [truth[index] for index in chosen]
+    scores = pair_precision_recall(found.copies, chosen_truth)
+    # Measured on these 60 sources: see the comment at HELD_OUT_SOURCES.
+    assert scores["precision"] >= PRECISION_AT_LEAST and scores["recall"] >= RECALL_AT_LEAST, scores
+
+    by_path = {record.path.resolve(): record for record in dataset.records}
+    present = [by_path[paths[index].resolve()].present for index in chosen]
+    splits = multilabel_grouped_split(present, found.together, len(dataset.class_names))
+    splits_of: dict[str, set[str]] = {}
+    for source, split in zip(chosen_truth, splits, strict=True):
+        splits_of.setdefault(source, set()).add(split)
+    leaking = sorted(source for source, found_in in splits_of.items() if len(found_in) > 1)
+    assert leaking == []
+
+
+def test_uncertain_links_widen_only_the_groups_kept_together() -> None:
+    # Five images: 0-1 share many keypoints (a copy), 1-2 only a few, 3-4 are look-alike mutual
+    # nearest neighbours; image 5 is unreadable.
+    evidence = CopyEvidence(size=6, readable=[0, 1, 2, 3, 4], md5=["a", "b", "c", "d", "e", ""])
+    pairs = np.array([[0, 1], [1, 2], [3, 4]])
+    phash = np.full((5, 5), 30)
+    evidence.add(
+        pairs, phash, np.array([0.5, 0.5, 0.95]), np.array([False, False, True]), np.array([40, 9, 0])
+    )
+    settings = CopySettings(min_inliers=10, uncertain_inliers=8, uncertain_similarity=0.9)
+    found = group_copies(evidence, settings)
+    assert found.copies == [0, 0, 1, 2, 3, -1]
+    assert found.together == [0, 0, 0, 1, 1, -1]
+    stricter = group_copies(evidence, replace(settings, uncertain_inliers=10, uncertain_similarity=0.99))
+    assert stricter.together == stricter.copies
+    # Restricting the evidence to some images renumbers them and keeps only their pairs.
+    assert group_copies(evidence.restricted([1, 2, 4]), settings).together == [0, 0, 1]
+
+
+def test_check_lists_every_group_across_splits_and_the_possible_ones(tmp_path: Path) -> None:
+    from ewaste_vision.data.check import DataReport
+
+    counts = {"ic": {"train": 25, "test": 25}}
+    report = DataReport(root=tmp_path, class_names=["ic"], splits=["train", "test"], counts=counts)
+    report.cross_split = [
+        [("train", tmp_path / f"a{index}.jpg"), ("test", tmp_path / f"b{index}.jpg")] for index in range(25)
+    ]
+    report.possible_cross_split = [[("train", tmp_path / "c.jpg"), ("test", tmp_path / "d.jpg")]]
+    text = format_report(report)
+    assert "duplicate groups across splits: 25" in text and "more" not in text
+    assert all(f"b{index}.jpg [test]" in text for index in range(25))
+    assert "possible copies across splits: 1 groups" in text and "d.jpg [test]" in text
+    assert report.to_dict()["possible_cross_split"] == [
+        [{"split": "train", "file": "c.jpg"}, {"split": "test", "file": "d.jpg"}]
+    ]

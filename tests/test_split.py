@@ -142,3 +142,10 @@ def test_assign_splits_keeps_a_given_split_and_reports_leaks(tmp_path: Path, mak
 
     assert [(r.path, r.split) for r in result.records] == [(r.path, r.split) for r in dataset.records]
     assert summary.cross_split == [[root / "train" / "a" / "x.png", root / "test" / "a" / "leak.png"]]
+
+
+def test_describe_split_gives_counts_and_shares_against_the_request() -> None:
+    from ewaste_vision.data.yolo_split import describe_split
+
+    text = describe_split(["train"] * 72 + ["val"] * 14 + ["test"] * 14, (0.7, 0.15, 0.15))
+    assert text == "train 72 (72.0%, asked 70%), val 14 (14.0%, asked 15%), test 14 (14.0%, asked 15%)"

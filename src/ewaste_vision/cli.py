@@ -314,13 +314,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
     values["data"] = args.data
     if "split" in values:
         values["split"] = tuple(values["split"])
-    result = train(TrainConfig(**values), progress=sys.stderr.isatty())
+    try:
+        config = TrainConfig(**values)
+    except UserError as exc:
+        if args.config is None:
+            raise
+        raise UserError(f"{args.config} (or a flag): {exc}") from exc
+    result = train(config, progress=sys.stderr.isatty())
     if result is None:
         return 0
     from ewaste_vision.tasks import get_task
 
     print(get_task(result.metrics.get("task", values.get("task", "classify"))).headline(result.metrics))
     print(f"run directory: {result.run_dir}  (report: {result.report}, {result.seconds:.0f} s)")
+    _print_report_skips(result.report)
     return 0
 
 
@@ -354,7 +361,27 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         )
     print(get_task(meta.task).headline(metrics))
     print(f"report: {report}")
+    _print_report_skips(report)
     return 0
+
+
+def _print_report_skips(report: Path, listed: int = 10) -> None:
+    """One stderr line per file a run's report says was skipped, so no bad file goes unmentioned."""
+    from ewaste_vision.report.markdown import NOTE_KEYS
+
+    lines = report.read_text(encoding="utf-8").splitlines() if report.is_file() else []
+    heading = f"## {NOTE_KEYS['skipped']}"
+    start = lines.index(heading) + 1 if heading in lines else len(lines)
+    skipped = []
+    for line in lines[start:]:
+        if line.startswith("#"):
+            break
+        if line.startswith("- "):
+            skipped.append(line[2:])
+    for item in skipped[:listed]:
+        print(f"skipped {item}", file=sys.stderr)
+    if len(skipped) > listed:
+        print(f"... and {len(skipped) - listed} more skipped files (listed in {report})", file=sys.stderr)
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:

@@ -19,7 +19,7 @@ from ewaste_vision.data.dedup import (
     unreadable_reason,
 )
 from ewaste_vision.data.folders import read_class_folders
-from ewaste_vision.data.leakage import find_augmented_copies
+from ewaste_vision.data.leakage import find_copy_groups
 from ewaste_vision.data.records import SPLITS, LabelledImages
 from ewaste_vision.data.yolo import find_yolo_yaml, read_yolo_dataset
 
@@ -44,6 +44,8 @@ class DataReport:
         exact_duplicates: groups of byte-identical files.
         near_duplicates: groups of near-copies (resized, recompressed, lightly edited), some not identical.
         cross_split: duplicate groups whose members sit in different splits, as (split, file).
+        possible_cross_split: YOLO datasets: groups joined only by uncertain evidence (few
+            keypoint matches, a look-alike nearest neighbour) whose members sit in different splits.
         cross_class: duplicate groups whose members carry different classes, as (class, file).
         multi_label: True for YOLO datasets, where `counts` are images containing each class.
         images: readable images when they cannot be summed from `counts` (multi-label).
@@ -60,6 +62,7 @@ class DataReport:
     exact_duplicates: list[list[Path]] = field(default_factory=list)
     near_duplicates: list[list[Path]] = field(default_factory=list)
     cross_split: list[list[tuple[str, Path]]] = field(default_factory=list)
+    possible_cross_split: list[list[tuple[str, Path]]] = field(default_factory=list)
     cross_class: list[list[tuple[str, Path]]] = field(default_factory=list)
     multi_label: bool = False
     images: int | None = None
@@ -96,6 +99,9 @@ class DataReport:
             "near_duplicates": [[rel(path) for path in group] for group in self.near_duplicates],
             "cross_split": [
                 [{"split": s, "file": rel(path)} for s, path in group] for group in self.cross_split
+            ],
+            "possible_cross_split": [
+                [{"split": s, "file": rel(path)} for s, path in group] for group in self.possible_cross_split
             ],
             "cross_class": [
                 [{"class": c, "file": rel(path)} for c, path in group] for group in self.cross_class
@@ -169,7 +175,8 @@ def _check_yolo(dataset: LabelledImages, cache_file: Path | None) -> DataReport:
     its own thresholds, so `data check` reports the groups `data split` keeps together."""
     paths = [record.path for record in dataset.records]
     fingerprints = fingerprints_cached(paths, cache_file, invariant=True)
-    groups = find_augmented_copies(paths, fingerprints)
+    found = find_copy_groups(paths, fingerprints)
+    groups = found.copies
     splits = [s for s in SPLITS if any(r.split == s for r in dataset.records)] or [NO_SPLIT]
     counts = {name: dict.fromkeys(splits, 0) for name in dataset.class_names}
     for record, fingerprint in zip(dataset.records, fingerprints, strict=True):
@@ -191,7 +198,24 @@ def _check_yolo(dataset: LabelledImages, cache_file: Path | None) -> DataReport:
         (report.exact_duplicates if group.exact else report.near_duplicates).append([r.path for r in members])
         if len({r.split for r in members}) > 1:
             report.cross_split.append([(r.split or NO_SPLIT, r.path) for r in members])
+    report.possible_cross_split = _possible_cross_split(dataset, groups, found.together)
     return report
+
+
+def _possible_cross_split(
+    dataset: LabelledImages, copies: list[int], together: list[int]
+) -> list[list[tuple[str, Path]]]:
+    """Groups of `together` that span splits only through uncertain links between copy groups."""
+    members: dict[int, list[int]] = {}
+    for index, group in enumerate(together):
+        if group >= 0:
+            members.setdefault(group, []).append(index)
+    found = []
+    for indexes in members.values():
+        records = [dataset.records[index] for index in indexes]
+        if len({copies[index] for index in indexes}) > 1 and len({r.split for r in records}) > 1:
+            found.append([(r.split or NO_SPLIT, r.path) for r in records])
+    return found
 
 
 def format_report(report: DataReport) -> str:
@@ -249,7 +273,19 @@ def format_report(report: DataReport) -> str:
             f"duplicate groups across splits: {len(report.cross_split)} (test scores are inflated; "
             "re-split with duplicates grouped)"
         )
-        problems += _listed([", ".join(f"{rel(p)} [{s}]" for s, p in group) for group in report.cross_split])
+        # Every leaking group is listed: each one is a test image whose copy is trained on.
+        problems += _listed(
+            [", ".join(f"{rel(p)} [{s}]" for s, p in group) for group in report.cross_split], limit=None
+        )
+    if report.possible_cross_split:
+        problems.append(
+            f"possible copies across splits: {len(report.possible_cross_split)} groups (weak evidence: "
+            "look at them; `ewaste data split` keeps each in one split)"
+        )
+        problems += _listed(
+            [", ".join(f"{rel(p)} [{s}]" for s, p in group) for group in report.possible_cross_split],
+            limit=None,
+        )
     if report.label_problems:
         problems.append(
             f"label problems: {len(report.label_problems)} (lines and images skipped; fix or delete them)"
@@ -266,10 +302,10 @@ def format_report(report: DataReport) -> str:
     return "\n".join(lines)
 
 
-def _listed(items: list[str]) -> list[str]:
-    shown = [f"  {item}" for item in items[:_LISTED]]
-    if len(items) > _LISTED:
-        shown.append(f"  ... and {len(items) - _LISTED} more")
+def _listed(items: list[str], limit: int | None = _LISTED) -> list[str]:
+    shown = [f"  {item}" for item in items[:limit]]
+    if limit is not None and len(items) > limit:
+        shown.append(f"  ... and {len(items) - limit} more")
     return shown
 
 

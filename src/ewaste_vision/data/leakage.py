@@ -1,67 +1,52 @@
 """Finding augmented copies of one photo, and scoring a grouping against a known truth.
 
 Exports built by augmentation (Roboflow and the like) hold several copies of each source photo:
-flipped, turned by quarter turns, slightly rotated and sheared, cropped, grayscale, hue-shifted,
-brightened, blurred, with noise. Perceptual hashes catch only the first few of these: on
-`pcb-components` the flip/rotation-invariant pHash of `dedup` finds under 15% of the copy pairs
-at any distance that keeps precision above 0.7. So copies are found in two stages, as image
-retrieval does:
+flipped, turned by quarter turns (stretched, when the photo was not square), slightly rotated and
+sheared, cropped, grayscale, hue-shifted, brightened, blurred, with noise. Perceptual hashes catch
+only the first few of these, so copies are found as image retrieval does:
 
-1. shortlist: every image's `candidates` nearest neighbours under a coarse, colour-free global
-   descriptor (an equalised 16x16 thumbnail of the centre, compared under all eight flips and
-   quarter turns);
-2. verification: ORB keypoints of both images (the second also mirrored) are matched and a
-   similarity transform (rotation, scale, shift) is fitted with RANSAC; a pair with at least
-   `min_inliers` consistent matches is a copy.
+1. shortlist: each image's nearest neighbours under two descriptors: a coarse, colour-free global
+   one (an equalised 16x16 thumbnail of the centre under all eight flips and quarter turns) and a
+   bag of ORB visual words (k-means words, tf-idf; it survives crops and stretched turns, which
+   move the global descriptor far away), plus every pair within a wide pHash distance;
+2. verification: ORB keypoints of both images (the second also mirrored) are matched both ways
+   and a similarity transform is fitted with RANSAC; the consistent matches are counted.
 
-Images left without any copy get a second, wider and slightly more lenient look. Pairs found
-either way (or by the invariant pHash) are closed transitively into groups. OpenCV does the
-keypoint work (it comes with `grad-cam`); without it only the pHash stage runs.
+`copy_evidence` measures every shortlisted pair once (the expensive part); `group_copies` applies
+thresholds and closes the links transitively. Confident links (`CopySettings.min_inliers`,
+`phash_distance`) make copy groups; weaker ones (a few matches, a look-alike mutual nearest
+neighbour) only widen the groups a split keeps together (`CopyGroups.together`): a leak costs more
+than a slightly uneven split. OpenCV does the keypoint work (it comes with `grad-cam`); without it
+only the pHash stage runs.
 
-On `pcb-components` (1005 images, 903 same-source pairs) the defaults give pair precision 0.948
-and recall 0.952 against `source_groups.csv` (`compare_with_source_groups`). Every wrong pair
-there comes from 8 pairs of source names whose photos show the same board (re-crops or re-shots
-the exporter counted as different sources), which is leakage all the same.
+On pcb-components, thresholds chosen on half of the sources and scored on the other half give pair
+precision 0.926 and recall 0.970 against `source_groups.csv` (with the source names that show one
+board merged); `ewaste data split` then leaves 4 of 403 sources with copies in two splits
+(BENCHMARKS.md, `bench/bench_leakage.py`).
 """
 
 from __future__ import annotations
 
 import csv
 import logging
+import os
 import sys
 from collections import Counter
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
-from ewaste_vision.data.dedup import DIHEDRAL, Fingerprint, group_duplicates, union_find
+from ewaste_vision.data.dedup import DIHEDRAL, Fingerprint, union_find
 from ewaste_vision.data.images import load_rgb
 from ewaste_vision.errors import DataError, UnreadableImageError
 
 log = logging.getLogger(__name__)
-
-DEFAULT_CANDIDATES = 20
-"""Shortlisted neighbours per image that are checked with keypoints."""
-
-DEFAULT_LONE_CANDIDATES = 60
-"""Neighbours checked, in a second round, for images that no copy was found for in the first."""
-
-DEFAULT_MIN_INLIERS = 12
-"""Keypoint matches consistent with one similarity transform that make two images copies."""
-
-DEFAULT_LONE_MIN_INLIERS = 11
-"""The same, in the second round: an image with no copy yet risks only its own pairs."""
-
-DEFAULT_PHASH_DISTANCE = 6
-"""Invariant-pHash distance (of 64 bits) that makes two images copies without keypoint checks.
-
-Chosen with the two inlier counts on pcb-components against its `source_groups.csv` (nothing held
-out): 4 / 12 / 10 gave pair precision 0.948 and recall 0.952, 6 / 12 / 11 gives 0.951 and 0.950;
-a lone threshold of 12 or more buys precision with recall (14: 0.954 and 0.938)."""
 
 _KEYPOINT_SIDE = 320
 """Images are matched at this size; enough detail for ORB, small enough to stay fast."""
@@ -70,11 +55,127 @@ _ORB_FEATURES = 500
 _RATIO = 0.75
 """Lowe's ratio test: a match must be clearly better than the second best."""
 
+_VOCABULARY = 512
+"""Visual words (k-means centres of ORB descriptors) in the bag-of-words shortlist."""
+
+_VOCABULARY_SAMPLE = 40_000
+"""ORB descriptors the vocabulary is learnt from (drawn with a fixed seed)."""
+
+_EVIDENCE_PHASH = 14
+"""Pairs within this invariant-pHash distance are always measured, whatever their neighbours."""
+
 
 @dataclass(frozen=True)
 class _Keypoints:
     points: np.ndarray  # (k, 2) float32 pixel positions
     descriptors: np.ndarray | None  # (k, 32) uint8 ORB descriptors
+
+
+@dataclass(frozen=True)
+class CopySettings:
+    """How many neighbours are checked and which evidence links two images.
+
+    Confident links make copy groups (`CopyGroups.copies`); uncertain links only widen the groups
+    a split keeps together (`CopyGroups.together`): a copy left in the test split inflates the
+    score, while two unrelated images kept together cost only a slightly uneven split.
+
+    Attributes:
+        candidates: nearest neighbours per image under the global descriptor, checked with keypoints.
+        word_candidates: nearest neighbours per image under the bag of visual words, checked too.
+        min_inliers: keypoint matches consistent with one similarity transform that make a copy.
+        phash_distance: invariant-pHash distance (of 64 bits) that makes a copy by itself.
+        uncertain_inliers: fewer consistent matches that keep two images together.
+        uncertain_phash: a larger pHash distance that keeps two images together.
+        uncertain_similarity: global-descriptor similarity at which two images that are each
+            other's nearest neighbour are kept together (blurred close-ups have few keypoints).
+    """
+
+    candidates: int = 12
+    word_candidates: int = 6
+    min_inliers: int = 10
+    phash_distance: int = 4
+    uncertain_inliers: int = 8
+    uncertain_phash: int = 10
+    uncertain_similarity: float = 0.8
+
+
+@dataclass
+class CopyGroups:
+    """Group ids per image (0, 1, 2, ... by first appearance; -1 for unreadable images).
+
+    Attributes:
+        copies: groups of copies of one photo (confident links).
+        together: `copies` joined by uncertain links: what a split keeps in one split.
+    """
+
+    copies: list[int]
+    together: list[int]
+
+
+@dataclass
+class CopyEvidence:
+    """Measurements of candidate pairs (see `copy_evidence`); rows index `readable`.
+
+    Attributes:
+        size: number of images (readable or not).
+        readable: index of each readable image, in order.
+        md5: file digest per image ("" where unreadable); identical files are always copies.
+        pairs: (m, 2) rows of `readable`, first < second.
+        phash: (m,) invariant-pHash distance of each pair.
+        similarity: (m,) global-descriptor similarity (cosine, best of eight flips and turns).
+        mutual_nearest: (m,) each image is the other's nearest neighbour under that similarity.
+        inliers: (m,) consistent keypoint matches.
+    """
+
+    size: int
+    readable: list[int]
+    md5: list[str]
+    pairs: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), dtype=int))
+    phash: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    similarity: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    mutual_nearest: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    inliers: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def add(
+        self,
+        pairs: np.ndarray,
+        phash: np.ndarray,
+        similarity: np.ndarray,
+        mutual_nearest: np.ndarray,
+        inliers: np.ndarray,
+    ) -> None:
+        """Set the measured pairs; `phash` is the full (r, r) distance matrix."""
+        self.pairs = np.asarray(pairs, dtype=int).reshape(-1, 2)
+        self.phash = phash[self.pairs[:, 0], self.pairs[:, 1]].astype(float)
+        self.similarity = np.asarray(similarity, dtype=float)
+        self.mutual_nearest = np.asarray(mutual_nearest, dtype=bool)
+        self.inliers = np.asarray(inliers, dtype=float)
+
+    def restricted(self, keep: Sequence[int]) -> CopyEvidence:
+        """The evidence among the images `keep` (indexes of images) only, renumbered in that order."""
+        position = {index: new for new, index in enumerate(keep)}
+        readable = [position[index] for index in self.readable if index in position]
+        row_of_new = {self.readable[row]: row for row in range(len(self.readable))}
+        new_row = {row_of_new[index]: rank for rank, index in enumerate(i for i in keep if i in row_of_new)}
+        inside = np.array([a in new_row and b in new_row for a, b in self.pairs.tolist()], dtype=bool)
+        subset = CopyEvidence(len(keep), sorted(readable), [self.md5[index] for index in keep])
+        subset.pairs = np.array([[new_row[a], new_row[b]] for a, b in self.pairs[inside].tolist()], dtype=int)
+        subset.pairs = subset.pairs.reshape(-1, 2)
+        subset.phash, subset.similarity = self.phash[inside], self.similarity[inside]
+        subset.mutual_nearest, subset.inliers = self.mutual_nearest[inside], self.inliers[inside]
+        return subset
+
+    def groups(self, linked: np.ndarray) -> list[int]:
+        """Group ids closing the pairs where `linked` is True (and identical files) transitively."""
+        find, union = union_find(self.size)
+        first_with_md5: dict[str, int] = {}
+        for index in self.readable:
+            union(index, first_with_md5.setdefault(self.md5[index], index))
+        for first, second in self.pairs[linked].tolist():
+            union(self.readable[first], self.readable[second])
+        readable = set(self.readable)
+        ids: dict[int, int] = {}
+        return [ids.setdefault(find(i), len(ids)) if i in readable else -1 for i in range(self.size)]
 
 
 def pair_precision_recall(
@@ -110,97 +211,167 @@ def pair_precision_recall(
 def find_augmented_copies(
     paths: Sequence[Path],
     fingerprints: Sequence[Fingerprint | None] | None = None,
-    phash_distance: int = DEFAULT_PHASH_DISTANCE,
-    candidates: int = DEFAULT_CANDIDATES,
-    min_inliers: int = DEFAULT_MIN_INLIERS,
-    lone_candidates: int = DEFAULT_LONE_CANDIDATES,
-    lone_min_inliers: int = DEFAULT_LONE_MIN_INLIERS,
+    settings: CopySettings | None = None,
     progress: bool = False,
+    **overrides: Any,
 ) -> list[int]:
-    """Give augmented copies of one photo the same group id (see the module docstring).
+    """Give augmented copies of one photo the same group id: the `copies` of `find_copy_groups`.
 
     Args:
         paths: image files.
-        fingerprints: `dedup` fingerprints of `paths` (invariant mode); their pHash and md5 also
-            link images, and None marks an unreadable one. Computed here when not given.
-        phash_distance: invariant-pHash distance that links two images by itself.
-        candidates: shortlisted neighbours per image checked with keypoints; 0 skips keypoints.
-        min_inliers: consistent keypoint matches that link two images.
-        lone_candidates: neighbours checked in a second round for images still without a copy
-            (heavily cropped or rotated copies can rank low under the coarse descriptor).
-        lone_min_inliers: `min_inliers` of that second round.
+        fingerprints: `dedup` fingerprints of `paths` (invariant mode), None for unreadable files.
+        settings: thresholds (default `CopySettings()`).
         progress: print a running count to stderr.
+        **overrides: `CopySettings` fields to change, e.g. `min_inliers=14`.
 
     Returns:
         One id per path: 0, 1, 2, ... in order of first appearance; -1 for unreadable images.
     """
+    return find_copy_groups(paths, fingerprints, settings, progress, **overrides).copies
+
+
+def find_copy_groups(
+    paths: Sequence[Path],
+    fingerprints: Sequence[Fingerprint | None] | None = None,
+    settings: CopySettings | None = None,
+    progress: bool = False,
+    **overrides: Any,
+) -> CopyGroups:
+    """Find copies (confident) and the wider groups a split must keep together (see the module docstring).
+
+    Args:
+        paths: image files.
+        fingerprints: `dedup` fingerprints of `paths` (invariant mode); computed when not given.
+        settings: thresholds (default `CopySettings()`).
+        progress: print a running count to stderr.
+        **overrides: `CopySettings` fields to change.
+
+    Returns:
+        `CopyGroups` with one id per path in each of `copies` and `together`.
+    """
+    settings = replace(settings or CopySettings(), **overrides)
+    evidence = copy_evidence(paths, fingerprints, settings, progress)
+    return group_copies(evidence, settings)
+
+
+def copy_evidence(
+    paths: Sequence[Path],
+    fingerprints: Sequence[Fingerprint | None] | None = None,
+    settings: CopySettings | None = None,
+    progress: bool = False,
+) -> CopyEvidence:
+    """Measure every candidate pair once: hash distance, global similarity, keypoint inliers.
+
+    The expensive part of copy finding; `group_copies` then applies thresholds in milliseconds,
+    so thresholds can be tuned on one measurement (`bench/bench_leakage.py`).
+
+    Args:
+        paths: image files.
+        fingerprints: `dedup` fingerprints (invariant mode); computed when not given.
+        settings: how many neighbours to shortlist (thresholds do not matter here, except
+            `min_inliers`: a pair that reaches it one way is not matched the other way too).
+        progress: print a running count to stderr.
+
+    Returns:
+        The candidate pairs and their measurements.
+    """
+    settings = settings or CopySettings()
     if fingerprints is None:
         from ewaste_vision.data.dedup import image_fingerprints
 
         fingerprints = image_fingerprints(paths, progress=progress, invariant=True)
     if len(fingerprints) != len(paths):
         raise ValueError(f"got {len(paths)} paths but {len(fingerprints)} fingerprints")
-    linked = group_duplicates(fingerprints, max_distance=phash_distance)
     readable = [index for index, fingerprint in enumerate(fingerprints) if fingerprint is not None]
-    if candidates <= 0 or len(readable) < 2:
-        return linked
-    try:
-        import cv2  # noqa: F401
-    except ImportError:
+    evidence = CopyEvidence(
+        size=len(paths),
+        readable=readable,
+        md5=[fingerprint.md5 if fingerprint is not None else "" for fingerprint in fingerprints],
+    )
+    if len(readable) < 2:
+        return evidence
+    hashed = [fingerprint for fingerprint in fingerprints if fingerprint is not None]
+    phash = _phash_distances(hashed)  # (r, r)
+    cv2 = _opencv()
+    if cv2 is None or (settings.candidates <= 0 and settings.word_candidates <= 0):
         log.warning("OpenCV is not installed: augmented copies are found by perceptual hash only")
-        return linked
+        close = np.argwhere(np.triu(phash <= _EVIDENCE_PHASH, 1))
+        evidence.add(close, phash, np.zeros(len(close)), np.zeros(len(close), bool), np.zeros(len(close)))
+        return evidence
 
-    find, union = union_find(len(paths))
+    loaded = []
+    for done, index in enumerate(readable, start=1):
+        loaded.append(_load_gray(paths[index]))
+        _progress(progress, "reading images for copies", done, len(readable))
+    descriptors = np.stack([_global_descriptor(gray) for gray in loaded])  # (r, 8, 256)
+    keypoints = []
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # OpenCV releases the GIL
+        for done, views in enumerate(pool.map(_keypoints, loaded), start=1):
+            keypoints.append(views)
+            _progress(progress, "finding keypoints", done, len(loaded))
+    del loaded
+    similarity = _global_similarity(descriptors)  # (r, r), diagonal -inf
+    words = _word_histograms(keypoints)  # (r, 2, K)
+    word_similarity = np.maximum(words[:, 0] @ words[:, 0].T, words[:, 0] @ words[:, 1].T)
+    word_similarity = np.maximum(word_similarity, word_similarity.T)
+    np.fill_diagonal(word_similarity, -np.inf)
 
-    first_of_group: dict[int, int] = {}
-    for index in readable:
-        union(index, first_of_group.setdefault(linked[index], index))
+    pairs = _nearest_pairs(similarity, settings.candidates)
+    pairs |= _nearest_pairs(word_similarity, settings.word_candidates)
+    pairs |= {(int(i), int(j)) for i, j in np.argwhere(np.triu(phash <= _EVIDENCE_PHASH, 1))}
+    ordered = np.array(sorted(pairs), dtype=int).reshape(-1, 2)
+    nearest = _mutual_nearest(similarity)
 
-    loaded = [_load_gray(paths[index]) for index in readable]
-    descriptors = np.stack([_global_descriptor(gray) for gray in loaded])  # (n, 8, 256)
-    keypoints = [_keypoints(gray) for gray in loaded]
-    inliers: dict[tuple[int, int], int] = {}
+    def measure(pair: tuple[int, int]) -> int:
+        first, second = pair
+        found = _inliers(keypoints[first], keypoints[second])
+        if found < settings.min_inliers:  # the ratio test is not symmetric: try the other way
+            found = max(found, _inliers(keypoints[second], keypoints[first]))
+        return found
 
-    def verify(pairs: list[tuple[int, int]], min_inliers: int) -> None:
-        for done, (first, second) in enumerate(pairs, start=1):
-            if find(readable[first]) != find(readable[second]):
-                if (first, second) not in inliers:
-                    inliers[first, second] = _inliers(keypoints[first], keypoints[second])
-                if inliers[first, second] >= min_inliers:
-                    union(readable[first], readable[second])
-            if progress and (done % 1000 == 0 or done == len(pairs)):
-                print(f"\rchecking candidate copies {done}/{len(pairs)}", end="", file=sys.stderr, flush=True)
-        if progress and pairs:
-            print(file=sys.stderr)
-
-    verify(_shortlist(descriptors, candidates), min_inliers)
-    if lone_candidates > 0:
-        sizes = Counter(find(index) for index in readable)
-        lone = [row for row, index in enumerate(readable) if sizes[find(index)] == 1]
-        verify(_shortlist(descriptors, lone_candidates, rows=lone), lone_min_inliers)
-
-    ids: dict[int, int] = {}
-    return [
-        -1 if fingerprint is None else ids.setdefault(find(index), len(ids))
-        for index, fingerprint in enumerate(fingerprints)
-    ]
+    # OpenCV releases the GIL while matching, so threads use every core; each pair is measured
+    # on its own, so the result does not depend on their number or order.
+    inliers = np.zeros(len(ordered))
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        for done, found in enumerate(pool.map(measure, map(tuple, ordered.tolist())), start=1):
+            inliers[done - 1] = found
+            _progress(progress, "checking candidate copies", done, len(ordered))
+    mutual = np.array([nearest[i] == j and nearest[j] == i for i, j in ordered.tolist()], dtype=bool)
+    evidence.add(ordered, phash, similarity[ordered[:, 0], ordered[:, 1]], mutual, inliers)
+    return evidence
 
 
-def compare_with_source_groups(
-    root: Path, source_csv: Path | None = None, progress: bool = False, **finder: Any
-) -> dict[str, float]:
-    """Run `find_augmented_copies` on a YOLO export and score it against known source photos.
+def group_copies(evidence: CopyEvidence, settings: CopySettings | None = None) -> CopyGroups:
+    """Link the pairs of `evidence` that pass `settings`' thresholds and close them into groups.
+
+    Args:
+        evidence: from `copy_evidence`.
+        settings: thresholds (default `CopySettings()`).
+
+    Returns:
+        `CopyGroups`: `copies` from confident links and byte-identical files; `together` adds the
+        uncertain links.
+    """
+    settings = settings or CopySettings()
+    confident = (evidence.inliers >= settings.min_inliers) | (evidence.phash <= settings.phash_distance)
+    uncertain = (
+        confident
+        | (evidence.inliers >= settings.uncertain_inliers)
+        | (evidence.phash <= settings.uncertain_phash)
+        | (evidence.mutual_nearest & (evidence.similarity >= settings.uncertain_similarity))
+    )
+    return CopyGroups(copies=evidence.groups(confident), together=evidence.groups(uncertain))
+
+
+def read_source_groups(root: Path, source_csv: Path | None = None) -> tuple[list[Path], list[str]]:
+    """The images of a YOLO export and their true source photo, from `source_groups.csv`.
 
     Args:
         root: the dataset folder, with `{split}/images/{file}` as listed in `source_csv`.
-        source_csv: CSV with columns file, split, source_stem (default `root/source_groups.csv`);
-            the truth to compare with, never an input to the finder.
-        progress: print progress to stderr.
-        **finder: keyword arguments of `find_augmented_copies` (e.g. `min_inliers`).
+        source_csv: CSV with columns file, split, source_stem (default `root/source_groups.csv`).
 
     Returns:
-        `pair_precision_recall` of the groups found against the source stems, plus `images`
-        and `groups` (groups of two or more found).
+        (image paths, source stem of each).
 
     Raises:
         DataError: the CSV is missing or lacks a column.
@@ -215,6 +386,29 @@ def compare_with_source_groups(
         raise DataError(f"{source_csv}: cannot read ({exc.strerror}); give file,split,source_stem") from exc
     except KeyError as exc:
         raise DataError(f"{source_csv}: column {exc} is missing; expected file, split, source_stem") from exc
+    return paths, truth
+
+
+def compare_with_source_groups(
+    root: Path, source_csv: Path | None = None, progress: bool = False, **finder: Any
+) -> dict[str, float]:
+    """Run `find_augmented_copies` on a YOLO export and score it against known source photos.
+
+    Args:
+        root: the dataset folder, with `{split}/images/{file}` as listed in `source_csv`.
+        source_csv: CSV with columns file, split, source_stem (default `root/source_groups.csv`);
+            the truth to compare with, never an input to the finder.
+        progress: print progress to stderr.
+        **finder: `CopySettings` fields (e.g. `min_inliers`).
+
+    Returns:
+        `pair_precision_recall` of the groups found against the source stems, plus `images`
+        and `groups` (groups of two or more found).
+
+    Raises:
+        DataError: the CSV is missing or lacks a column.
+    """
+    paths, truth = read_source_groups(root, source_csv)
     groups = find_augmented_copies(paths, progress=progress, **finder)
     scores = pair_precision_recall(groups, truth)
     scores["images"] = len(paths)
@@ -250,27 +444,97 @@ def _global_descriptor(gray: Image.Image) -> np.ndarray:
     return variants / (np.linalg.norm(variants, axis=1, keepdims=True) + 1e-6)
 
 
-def _shortlist(
-    descriptors: np.ndarray, candidates: int, rows: Sequence[int] | None = None
-) -> list[tuple[int, int]]:
-    """Unordered pairs (i < j) where j is among the `candidates` most similar images to i.
-
-    `rows` limits the images i whose neighbours are listed (default: all).
-    """
+def _global_similarity(descriptors: np.ndarray) -> np.ndarray:
+    """(r, r) best cosine similarity over the eight flips and turns, symmetric, diagonal -inf."""
     count = len(descriptors)
-    keep = min(candidates, count - 1)
-    queries = np.arange(count) if rows is None else np.asarray(rows, dtype=int)
-    pairs: set[tuple[int, int]] = set()
+    similarity = np.empty((count, count), dtype=np.float32)
     block = max(1, 2_000_000 // (count * len(DIHEDRAL)))
-    for start in range(0, len(queries), block):
-        chunk = queries[start : start + block]
-        upright = descriptors[chunk, 0]  # (block, 256)
-        similarity = np.einsum("bd,ntd->bnt", upright, descriptors).max(axis=2)  # (block, count)
-        similarity[np.arange(len(chunk)), chunk] = -np.inf
-        nearest = np.argpartition(-similarity, keep - 1, axis=1)[:, :keep]
-        for first, neighbours in zip(chunk.tolist(), nearest.tolist(), strict=True):
-            pairs.update((min(first, second), max(first, second)) for second in neighbours)
-    return sorted(pairs)
+    for start in range(0, count, block):
+        upright = descriptors[start : start + block, 0]  # (block, 256)
+        similarity[start : start + block] = np.einsum("bd,ntd->bnt", upright, descriptors).max(axis=2)
+    similarity = np.maximum(similarity, similarity.T)
+    np.fill_diagonal(similarity, -np.inf)
+    return similarity
+
+
+def _nearest_pairs(similarity: np.ndarray, candidates: int) -> set[tuple[int, int]]:
+    """Unordered pairs (i < j) where j is among the `candidates` most similar images to i."""
+    count = len(similarity)
+    keep = min(candidates, count - 1)
+    if keep <= 0:
+        return set()
+    nearest = np.argpartition(-similarity, keep - 1, axis=1)[:, :keep]
+    return {(min(i, j), max(i, j)) for i, row in enumerate(nearest.tolist()) for j in row}
+
+
+def _mutual_nearest(similarity: np.ndarray) -> list[int]:
+    """The nearest neighbour of each image (the caller checks that it is mutual)."""
+    return np.argmax(similarity, axis=1).tolist()
+
+
+def _word_histograms(keypoints: Sequence[tuple[_Keypoints, _Keypoints]]) -> np.ndarray:
+    """(r, 2, K) tf-idf bags of visual words of each image, upright and mirrored, unit length.
+
+    ORB matches survive crops, turns, stretches and colour changes that defeat a global
+    descriptor; counting shared visual words finds such pairs without matching every pair.
+    """
+    import cv2
+
+    upright = [views[0].descriptors for views in keypoints if views[0].descriptors is not None]
+    if not upright:
+        return np.zeros((len(keypoints), 2, 1))
+    pool = np.concatenate(upright)
+    rng = np.random.default_rng(0)
+    sample = pool[rng.choice(len(pool), min(_VOCABULARY_SAMPLE, len(pool)), replace=False)]
+    words = min(_VOCABULARY, len(sample))
+    cv2.setRNGSeed(0)
+    criteria = (cv2.TERM_CRITERIA_MAX_ITER, 10, 0.0)
+    _, _, centres = cv2.kmeans(_bits(sample), words, None, criteria, 1, cv2.KMEANS_PP_CENTERS)
+    centre_norms = (centres**2).sum(axis=1)  # (K,)
+
+    def counts(descriptors: np.ndarray | None) -> np.ndarray:
+        if descriptors is None or not len(descriptors):
+            return np.zeros(words)
+        nearest = np.argmin(centre_norms[None, :] - 2 * _bits(descriptors) @ centres.T, axis=1)
+        return np.bincount(nearest, minlength=words).astype(float)
+
+    histograms = np.array([[counts(view.descriptors) for view in views] for views in keypoints])  # (r, 2, K)
+    images_with_word = (histograms[:, 0] > 0).sum(axis=0)  # (K,)
+    histograms *= np.log(len(keypoints) / (images_with_word + 1.0))[None, None, :]
+    return histograms / (np.linalg.norm(histograms, axis=2, keepdims=True) + 1e-9)
+
+
+def _bits(descriptors: np.ndarray) -> np.ndarray:
+    """(k, 32) uint8 ORB descriptors as (k, 256) float32 bits."""
+    return np.unpackbits(descriptors, axis=1).astype(np.float32)
+
+
+def _phash_distances(fingerprints: Sequence[Fingerprint]) -> np.ndarray:
+    """(r, r) invariant-pHash distance: the best of one image's eight variants against the other's hash."""
+    count = len(fingerprints)
+    variants = np.array([f.variants or (f.phash,) * 8 for f in fingerprints], dtype=np.uint64)  # (r, 8)
+    hashes = np.array([f.phash for f in fingerprints], dtype=np.uint64)
+    distances = np.empty((count, count), dtype=np.int64)
+    for row in range(count):
+        xor = variants[row][None, :] ^ hashes[:, None]  # (r, 8)
+        bits = np.unpackbits(xor.view(np.uint8).reshape(count, -1, 8), axis=2).sum(axis=2)
+        distances[row] = bits.min(axis=1)
+    distances = np.minimum(distances, distances.T)
+    np.fill_diagonal(distances, 64)
+    return distances
+
+
+def _opencv() -> ModuleType | None:
+    try:
+        import cv2
+    except ImportError:
+        return None
+    return cv2
+
+
+def _progress(shown: bool, what: str, done: int, total: int) -> None:
+    if shown and (done % 200 == 0 or done == total):
+        print(f"\r{what} {done}/{total}", end="\n" if done == total else "", file=sys.stderr, flush=True)
 
 
 def _keypoints(gray: Image.Image) -> tuple[_Keypoints, _Keypoints]:

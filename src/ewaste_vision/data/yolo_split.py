@@ -152,6 +152,16 @@ def write_split_dataset(
     return write_yaml(out_dir / "data.yaml", spec)
 
 
+def describe_split(splits: Sequence[str], fractions: Sequence[float] = DEFAULT_FRACTIONS) -> str:
+    """"train 700 (69.7%, asked 70%), ..." : the images per split and how far the shares drifted."""
+    shares, _ = normalised_shares(fractions)
+    total = max(len(splits), 1)
+    return ", ".join(
+        f"{name} {splits.count(name)} ({splits.count(name) / total:.1%}, asked {share:.0%})"
+        for name, share in zip(SPLITS, shares, strict=True)
+    )
+
+
 def _fill_empty_splits(chosen: np.ndarray, sizes: np.ndarray, open_splits: np.ndarray) -> None:
     """Give each empty open split the smallest group of the split with most groups."""
     if len(chosen) < len(open_splits):
