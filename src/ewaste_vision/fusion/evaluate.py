@@ -43,7 +43,9 @@ def evaluate_fusion(
     seed = int(predictor.meta.extra.get("seed", 0))
     own = read_pair_splits(run_dir, class_names)
     if data is None:
-        paired, out_dir, source, use = own, run_dir, "the run's own split", "test"
+        # The run's own pairs of that split, drawn as training drew them for validation and test.
+        use = split if split in ("val", "test") else "eval"
+        paired, out_dir, source = own, run_dir, "the run's own split"
     else:
         paired = _relabelled(read_paired_folders(data), class_names)
         out_dir = run_dir / "eval" / f"{Path(data).resolve().name}-{split}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from ewaste_vision.data.datasets import ImageFileDataset
 from ewaste_vision.data.records import ImageRecord
@@ -44,7 +44,7 @@ def readable_images(
 @torch.no_grad()
 def feature_table(
     stream: ImageClassifier,
-    images: ImageFileDataset,
+    images: Dataset[tuple[torch.Tensor, torch.Tensor]],
     orientations: Sequence[int] = (0,),
     bf16: bool = False,
     batch_size: int = 32,
@@ -59,3 +59,23 @@ def feature_table(
     if not chunks:
         return torch.zeros(len(orientations), 0, stream.num_features)
     return torch.cat(chunks, dim=1)
+
+
+def sparse_features(
+    stream: ImageClassifier,
+    images: ImageFileDataset,
+    wanted: Sequence[tuple[int, int]],
+    bf16: bool = False,
+    batch_size: int = 32,
+) -> dict[tuple[int, int], torch.Tensor]:
+    """Features [F] of only the (image index, orientation) combinations in `wanted`.
+
+    Fixed validation and test pairs use one orientation of each X-ray (at most a few), so this
+    costs about one pass over the images where `feature_table` over all orientations costs eight.
+    """
+    found: dict[tuple[int, int], torch.Tensor] = {}
+    for orientation in sorted({o for _, o in wanted}):
+        indices = sorted({i for i, o in wanted if o == orientation})
+        table = feature_table(stream, Subset(images, indices), (orientation,), bf16, batch_size)[0]
+        found.update({(i, orientation): row for i, row in zip(indices, table, strict=True)})
+    return found

@@ -10,7 +10,7 @@ import torch
 from ewaste_vision.data.records import ImageRecord
 from ewaste_vision.errors import RunError
 from ewaste_vision.fusion.data import MODALITIES
-from ewaste_vision.fusion.features import feature_table, readable_images
+from ewaste_vision.fusion.features import readable_images, sparse_features
 from ewaste_vision.fusion.model import TwoStreamFusion
 from ewaste_vision.fusion.pairing import Pair
 from ewaste_vision.hardware import use_bf16
@@ -66,13 +66,11 @@ class FusionPredictor:
                 index: n for n, index in enumerate(i for i in indices if sides[modality][i].path in readable)
             }
             stream = self.model.rgb if modality == "rgb" else self.model.xray
-            table: dict[tuple[int, int], torch.Tensor] = {}
-            for orientation in sorted({o for _, o in wanted}):
-                computed = feature_table(stream, images, (orientation,), self.bf16)[0]  # [N, F]
-                for index, o in wanted:
-                    if o == orientation and index in position:
-                        table[(index, o)] = computed[position[index]]
-            features[modality] = table
+            table = sparse_features(
+                stream, images, [(position[i], o) for i, o in wanted if i in position], self.bf16
+            )
+            back = {n: index for index, n in position.items()}
+            features[modality] = {(back[n], o): value for (n, o), value in table.items()}
         scored = [
             n
             for n, p in enumerate(pairs)

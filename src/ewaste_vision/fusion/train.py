@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ewaste_vision.config import TrainConfig
+from ewaste_vision.data.datasets import ImageFileDataset
 from ewaste_vision.errors import DataError
 from ewaste_vision.fusion.data import (
     MODALITIES,
@@ -31,10 +32,10 @@ from ewaste_vision.fusion.data import (
     write_pair_splits,
 )
 from ewaste_vision.fusion.datasets import FeaturePairs, ImagePairs, RepairingDataset
-from ewaste_vision.fusion.features import feature_table, readable_images
+from ewaste_vision.fusion.features import feature_table, readable_images, sparse_features
 from ewaste_vision.fusion.model import FeatureFusion, TwoStreamFusion, frozen_batchnorm, set_fusion_trainable
 from ewaste_vision.fusion.module import FusionModule
-from ewaste_vision.fusion.pairing import ORIENTATIONS, missing_partners
+from ewaste_vision.fusion.pairing import ORIENTATIONS, missing_partners, plan_pairs
 from ewaste_vision.fusion.streams import load_stream, model_digest, stream_runs, stream_summary
 from ewaste_vision.hardware import configure_threads, quiet_lightning, training_device, use_bf16
 from ewaste_vision.model_meta import ModelMeta
@@ -163,23 +164,11 @@ def _loaders(
     skipped: list[tuple[Path, str]] = []
     for use in ("train", "val"):
         kept: dict[str, list[Any]] = {}
-        inputs: dict[str, Any] = {}
+        images: dict[str, ImageFileDataset] = {}
         for modality in MODALITIES:
-            stream, meta = streams[modality]
             records = [r for r in split.side(modality) if r.split == use]
-            kept[modality], images, bad = readable_images(records, meta)
+            kept[modality], images[modality], bad = readable_images(records, streams[modality][1])
             skipped += [(Path(p), why) for p, why in bad]
-            if config.fusion == "slow":
-                inputs[modality] = images
-                continue
-            orientations = tuple(range(ORIENTATIONS)) if modality == "xray" else (0,)
-            key = {"stream": model_digest(runs[modality]), "orientations": orientations, "split": use}
-            inputs[modality] = cached_features(
-                run_dir / "cache",
-                key,
-                [r.path for r in kept[modality]],
-                partial(feature_table, stream, images, orientations, bf16),
-            )
         for label in missing_partners(kept["rgb"], kept["xray"]):
             raise DataError(
                 f"{split.root}: in the {use} split, class {split.class_names[label]!r} has readable "
@@ -187,6 +176,14 @@ def _loaders(
             )
         if any(not kept[m] for m in MODALITIES):
             raise DataError(f"{split.root}: no readable pairs in the {use} split; add images")
+        inputs: dict[str, Any] = dict(images)
+        if config.fusion == "fast":
+            inputs = {
+                m: _cached_features(
+                    m, streams[m][0], images[m], kept, runs[m], use, config.seed, run_dir, bf16
+                )
+                for m in MODALITIES
+            }
         dataset: RepairingDataset
         if config.fusion == "slow":
             dataset = ImagePairs(kept["rgb"], kept["xray"], inputs["rgb"], inputs["xray"], config.seed, use)
@@ -199,3 +196,49 @@ def _loaders(
             dataset, batch_size=config.batch_size, shuffle=use == "train", generator=generator, num_workers=0
         )
     return loaders, skipped
+
+
+def _cached_features(
+    modality: str,
+    stream: Any,
+    images: ImageFileDataset,
+    kept: dict[str, list[Any]],
+    run_dir_of_stream: Path,
+    use: str,
+    seed: int,
+    run_dir: Path,
+    bf16: bool,
+) -> torch.Tensor:
+    """Stream features of a split, cached in the run: RGB [1, N, F]; X-ray [ORIENTATIONS, N, F].
+
+    Training pairs change every epoch, so the X-rays of the train split get all 8 orientations;
+    validation pairs are fixed, so only the orientation each X-ray is paired in is computed (the
+    rest of the table stays zero and is never read).
+    """
+    paths = [r.path for r in kept[modality]]
+    key: dict[str, Any] = {"stream": model_digest(run_dir_of_stream), "split": use}
+    if modality == "rgb":
+        return cached_features(
+            run_dir / "cache",
+            {**key, "orientations": [0]},
+            paths,
+            partial(feature_table, stream, images, (0,), bf16),
+        )
+    if use == "train":
+        every = tuple(range(ORIENTATIONS))
+        return cached_features(
+            run_dir / "cache",
+            {**key, "orientations": every},
+            paths,
+            partial(feature_table, stream, images, every, bf16),
+        )
+    wanted = sorted({(p.xray, p.orientation) for p in plan_pairs(kept["rgb"], kept["xray"], seed, use)})
+
+    def compute() -> torch.Tensor:
+        found = sparse_features(stream, images, wanted, bf16)
+        table = torch.zeros(ORIENTATIONS, len(paths), stream.num_features)
+        for (index, orientation), row in found.items():
+            table[orientation, index] = row
+        return table
+
+    return cached_features(run_dir / "cache", {**key, "pairs": wanted}, paths, compute)
