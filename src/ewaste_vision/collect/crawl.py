@@ -17,13 +17,12 @@ import io
 import itertools
 import sys
 import time
-import warnings
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image, ImageOps
+from PIL import Image
 
 from ewaste_vision.collect.manifest import (
     ACCEPTED_DIR,
@@ -36,8 +35,8 @@ from ewaste_vision.collect.manifest import (
 from ewaste_vision.collect.politeness import FetchError, PoliteFetcher
 from ewaste_vision.collect.queries import ClassQuery, CrawlPlan, load_queries
 from ewaste_vision.collect.sources import Candidate, keyword_candidates, url_list_candidates
-from ewaste_vision.data.images import MAX_IMAGE_PIXELS, to_rgb8
-from ewaste_vision.errors import UserError
+from ewaste_vision.data.images import decode_image, to_rgb8
+from ewaste_vision.errors import UnreadableImageError, UserError
 from ewaste_vision.io.atomic import write_atomic
 
 JPEG_QUALITY = 95
@@ -257,24 +256,18 @@ def prepare_image(content: bytes, min_resolution: tuple[int, int]) -> tuple[byte
             (`too_small`), compared orientation-free.
     """
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(content))
-            if image.width * image.height > MAX_IMAGE_PIXELS:
-                raise _Rejected("not_image", f"{image.width}x{image.height} is over the pixel limit")
-            image.load()
-    except _Rejected:
-        raise
-    except (
-        OSError,
-        SyntaxError,
-        ValueError,
-        Image.DecompressionBombError,
-        Image.DecompressionBombWarning,
-    ) as exc:
-        raise _Rejected("not_image", str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+        image, upright = decode_image(Path("download"), content)
+    except UnreadableImageError as exc:
+        raise _Rejected("not_image", exc.reason) from None
+    with image:
+        return _bytes_to_keep(content, image, upright, min_resolution)
+
+
+def _bytes_to_keep(
+    content: bytes, image: Image.Image, upright: Image.Image, min_resolution: tuple[int, int]
+) -> tuple[bytes, tuple[int, int]]:
+    """`content` itself when it is a plain upright JPEG without location, else a clean re-encode."""
     exif = image.getexif()
-    upright = ImageOps.exif_transpose(image) or image
     short, long = sorted(upright.size)
     need_short, need_long = sorted(min_resolution)
     if short < need_short or long < need_long:

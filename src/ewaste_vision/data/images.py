@@ -7,6 +7,7 @@ the format from the bytes, so the extension is only used to decide which files t
 
 from __future__ import annotations
 
+import io
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -57,18 +58,45 @@ def load_rgb(path: Path | str) -> Image.Image:
         UnreadableImageError: the file is not a decodable image, or is larger than
             `MAX_IMAGE_PIXELS`.
     """
+    stored, upright = decode_image(path)
+    with stored:
+        return to_rgb8(upright)
+
+
+def decode_image(path: Path | str, content: bytes | None = None) -> tuple[Image.Image, Image.Image]:
+    """Decode an image file (or `content`, the bytes of one named `path`), refusing bombs up front.
+
+    The pixel count is checked from the header, before any pixel is decoded. The one reader of
+    images for datasets (`load_rgb`) and for downloads (`collect.crawl`), so both refuse the same.
+
+    Args:
+        path: the file to read, or only the name shown in errors when `content` is given.
+        content: the file's bytes, when they are in memory already.
+
+    Returns:
+        (the image as stored: format, mode and metadata kept, its EXIF parsed; close it when
+        done), and an upright copy of it (EXIF orientation applied).
+
+    Raises:
+        UnreadableImageError: not a decodable image, a broken EXIF block, or more than
+            `MAX_IMAGE_PIXELS` pixels.
+    """
     path = Path(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as opened:
-                if opened.width * opened.height > MAX_IMAGE_PIXELS:
+            stored = Image.open(io.BytesIO(content) if content is not None else path)
+            try:
+                if stored.width * stored.height > MAX_IMAGE_PIXELS:
                     raise UnreadableImageError(
-                        path, f"{opened.width}x{opened.height} pixels is over the {MAX_IMAGE_PIXELS} limit"
+                        path, f"{stored.width}x{stored.height} pixels is over the {MAX_IMAGE_PIXELS} limit"
                     )
-                opened.load()
-                image = ImageOps.exif_transpose(opened) or opened
-                return to_rgb8(image)
+                stored.load()
+                stored.getexif()  # parsed here, where a broken block is caught, and cached
+                upright = ImageOps.exif_transpose(stored) or stored
+            except BaseException:
+                stored.close()
+                raise
     except UnreadableImageError:
         raise
     except (
@@ -80,6 +108,7 @@ def load_rgb(path: Path | str) -> Image.Image:
     ) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UnreadableImageError(path, reason) from exc
+    return stored, upright
 
 
 def to_rgb8(image: Image.Image) -> Image.Image:
