@@ -149,3 +149,45 @@ def test_a_killed_job_resumes_without_redoing_finished_shards(runs: dict[str, Pa
 def test_unknown_engine_and_uri_without_ray_are_one_line_errors(runs: dict[str, Path], capsys) -> None:  # type: ignore[no-untyped-def]
     assert main(["predict", str(runs["classify"]), "s3://bucket/boards/"]) == 2
     assert "only with --engine ray" in capsys.readouterr().err
+    from ewaste_vision.errors import UserError
+    from ewaste_vision.predict import predict_paths
+
+    with pytest.raises(UserError, match="unknown engine 'spark'; choose one of: local, ray"):
+        predict_paths(runs["classify"], [runs["crops"]], engine="spark")
+
+
+def test_a_remote_file_that_cannot_be_copied_is_skipped_not_fatal(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import numpy as np
+    from pyarrow import fs as pafs
+
+    from ewaste_vision.engines import ray_engine
+
+    class OneClass:  # the predictor's file interface, without a model
+        def predict_files(self, paths, progress=False):  # type: ignore[no-untyped-def]
+            return np.ones((len(paths), 1), dtype=np.float32), list(paths), []
+
+    small, big = tmp_path / "small.png", tmp_path / "big.png"
+    small.write_bytes(b"x" * 10)
+    big.write_bytes(b"x" * 11)
+
+    class RemoteIsLocal:  # stands in for pyarrow's FileSystem: no test touches a network
+        @staticmethod
+        def from_uri(uri: str) -> tuple[pafs.FileSystem, str]:
+            if not uri.startswith("remote://"):
+                raise ValueError(f"unknown scheme in {uri}")
+            return pafs.LocalFileSystem(), uri.removeprefix("remote://")
+
+    monkeypatch.setattr(pafs, "FileSystem", RemoteIsLocal)
+    monkeypatch.setattr(ray_engine, "MAX_REMOTE_FILE_BYTES", 10)
+    scorer = object.__new__(ray_engine.ShardScorer)
+    scorer.kind, scorer.model, scorer.delay = "labels", OneClass(), 0.0
+    names = [
+        f"remote://{small}",
+        f"remote://{big}",
+        "nowhere://bucket/a.png",
+        f"remote://{tmp_path}/gone.png",
+    ]
+    result = json.loads(scorer.score(names))
+    assert [row["path"] for row in result["images"]] == [names[0]]
+    assert [name for name, _ in result["skipped"]] == names[1:]
+    assert "over 10 bytes" in result["skipped"][0][1]

@@ -127,8 +127,8 @@ def predict_to_file(
     workers: int = 1,
 ) -> tuple[Rows, list[tuple[Path, str]]]:
     """Predict and, when `out` is given, write `.csv` or `.parquet` (a row per image, or per box)
-    or `.json`. With the Ray engine, finished shards wait in `OUT.parts/` until the file is written,
-    so the same command resumes a stopped job."""
+    or `.json`. With the Ray engine, finished shards wait in `OUT.parts/` until every shard is
+    scored, so the same command resumes a stopped job."""
     suffix = out.suffix.lower() if out is not None else ""
     if out is not None and suffix not in (".csv", ".json", ".parquet"):
         raise UserError(f"{out}: --out must end in .csv, .parquet or .json")

@@ -34,6 +34,9 @@ from ewaste_vision.io.atomic import write_json
 SHARD_IMAGES = 32
 """Images per shard: one model call's batch for classifiers, and the unit a resumed job skips."""
 
+MAX_REMOTE_FILE_BYTES = 200_000_000
+"""Largest remote file copied to a worker; a bigger one is skipped like an unreadable image."""
+
 TEST_HOOK_VARIABLES = ("EWASTE_RAY_PID_DIR", "EWASTE_RAY_SHARD_DELAY_S")
 """Environment variables passed on to the workers for the fault tests: a folder where each worker
 writes its process id, and a pause per shard so that a test can kill a worker mid-job."""
@@ -71,14 +74,22 @@ def list_uri_images(uri: str) -> list[str]:
 
 
 def _fetch(uri: str, folder: Path) -> Path:
-    """A copy of a remote file in `folder`, under the same suffix (decoders look at the bytes)."""
+    """A copy of a remote file in `folder`, under the same suffix (decoders look at the bytes).
+
+    Raises:
+        OSError: the file cannot be read, or holds more than `MAX_REMOTE_FILE_BYTES`.
+        ValueError: pyarrow cannot make sense of the URI.
+    """
     from pyarrow import fs as pafs
 
     filesystem, path = pafs.FileSystem.from_uri(uri)
     digest = hashlib.sha1(uri.encode()).hexdigest()[:16]
     local = folder / f"{digest}{Path(path).suffix}"
     with filesystem.open_input_file(path) as source:
-        local.write_bytes(source.read())
+        data = source.read(MAX_REMOTE_FILE_BYTES + 1)  # bounded: never a whole huge object in memory
+    if len(data) > MAX_REMOTE_FILE_BYTES:
+        raise OSError(f"over {MAX_REMOTE_FILE_BYTES} bytes")
+    local.write_bytes(data)
     return local
 
 
@@ -112,9 +123,19 @@ class ShardScorer:
         if self.delay:
             time.sleep(self.delay)
         with tempfile.TemporaryDirectory(prefix="ewaste-ray-") as folder:
-            # Remote files are copied to this worker first; results name them by their URI.
-            local_paths = [_fetch(p, Path(folder)) if is_uri(p) else Path(p) for p in paths]
-            shown = dict(zip(local_paths, paths, strict=True))
+            # Remote files are copied to this worker first; results name them by their URI. One
+            # that cannot be copied is skipped like an unreadable image, not retried as a shard.
+            shown: dict[Path, str] = {}
+            local_paths: list[Path] = []
+            not_copied: list[list[str]] = []
+            for name in paths:
+                try:
+                    local_path = _fetch(name, Path(folder)) if is_uri(name) else Path(name)
+                except (OSError, ValueError) as exc:
+                    not_copied.append([name, f"cannot copy it to the worker ({exc})"])
+                    continue
+                local_paths.append(local_path)
+                shown[local_path] = name
             if self.kind == "boxes":
                 outputs, skipped = local.detect_files(self.model, local_paths)
                 images = [{**boxes_to_json(o), "path": shown[o.path]} for o in outputs]
@@ -123,7 +144,8 @@ class ShardScorer:
                 images = [
                     {"path": shown[p], "probs": row} for p, row in zip(kept, probs.tolist(), strict=True)
                 ]
-        return json.dumps({"images": images, "skipped": [[shown[p], why] for p, why in skipped]})
+        unread = not_copied + [[shown[p], why] for p, why in skipped]
+        return json.dumps({"images": images, "skipped": unread})
 
 
 def _assigned_cpus() -> int:
@@ -290,6 +312,7 @@ def start_ray(address: str | None) -> Any:
         import ray
     except ImportError as exc:
         raise UserError('--engine ray needs Ray: pip install -e ".[ray]"') from exc
+    _STARTED["seconds"] = 0.0
     if not ray.is_initialized():
         began = time.perf_counter()
         env = {name: os.environ[name] for name in TEST_HOOK_VARIABLES if name in os.environ}
@@ -303,7 +326,8 @@ def start_ray(address: str | None) -> Any:
                 runtime_env={"env_vars": env} if env else None,
             )
         except (ConnectionError, ValueError, RuntimeError) as exc:
-            raise UserError(f"cannot reach the Ray cluster at {address}: {exc}") from exc
+            where = f"reach the Ray cluster at {address}" if address else "start Ray on this machine"
+            raise UserError(f"cannot {where}: {exc}") from exc
         ray.data.DataContext.get_current().enable_progress_bars = False
         # Ray Data logs every execution plan at INFO; the job's own progress bar says enough.
         logging.getLogger("ray.data").setLevel(logging.WARNING)
