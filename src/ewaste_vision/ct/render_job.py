@@ -160,6 +160,7 @@ def synth_xray(
     device: torch.device | str | None = None,
     progress: bool = True,
     skipped: Iterable[tuple[Path, str]] = (),
+    config_source: str = "DR settings",
 ) -> JobSummary:
     """Render `renders_per_volume` accepted radiographs of every volume into `out`.
 
@@ -175,6 +176,7 @@ def synth_xray(
         device: torch device; by default CUDA when there is one, else the CPU.
         progress: show a progress bar.
         skipped: files already left out (unreadable volumes), carried into the summary.
+        config_source: where `config` came from (its YAML file), for error messages.
 
     Returns:
         The summary, also written to `out/summary.json`.
@@ -213,6 +215,7 @@ def synth_xray(
             split = split_of[(entry.class_name, entry.device)] if split_of is not None else None
             outcome = VolumeOutcome(str(entry.path), entry.class_name, entry.device, split)
             _render_volume(
+                config_source,
                 entry,
                 outcome,
                 out,
@@ -279,11 +282,13 @@ def synth_xray_folder(
         device=device,
         progress=progress,
         skipped=skipped,
+        config_source=str(config_path) if config_path is not None else "built-in DR defaults",
     )
     return summary, config
 
 
 def _render_volume(
+    config_source: str,
     entry: EntryLike,
     outcome: VolumeOutcome,
     out: Path,
@@ -325,7 +330,7 @@ def _render_volume(
                 outcome.unreadable = str(exc)
                 return
             spacing = (float(volume.spacing[0]), float(volume.spacing[1]), float(volume.spacing[2]))
-            _check_fits(config, volume.voxels.shape, spacing, entry.path)
+            _check_fits(config, volume.voxels.shape, spacing, entry.path, config_source)
             voxels = torch.from_numpy(np.ascontiguousarray(volume.voxels, dtype=np.float32)).to(device)
         # The run of attempts from here on that still need rendering, up to a batch.
         batch = [attempt]
@@ -366,20 +371,24 @@ def _relative_path(outcome: VolumeOutcome, attempt: int) -> str:
     return (folder / f"{outcome.device}__a{attempt:04d}.png").as_posix()
 
 
-def _check_fits(config: DRConfig, shape: Sequence[int], spacing: Sequence[float], path: Path) -> None:
+def _check_fits(
+    config: DRConfig, shape: Sequence[int], spacing: Sequence[float], path: Path, config_source: str
+) -> None:
     """A source or detector inside the volume's bounding sphere would cut through the object."""
     radius = bounding_radius_mm(shape, spacing)
     nearest_source = config.pose.source_to_isocentre_mm[0]
     if nearest_source <= radius:
         raise UserError(
-            f"key 'pose.source_to_isocentre_mm' low {nearest_source} mm puts the source inside {path} "
-            f"(its bounding radius is {radius:.0f} mm); raise it above {math.ceil(radius)}"
+            f"{config_source}: key 'pose.source_to_isocentre_mm' low {nearest_source} mm puts the "
+            f"source inside {path} (its bounding radius is {radius:.0f} mm); "
+            f"raise it above {math.ceil(radius)}"
         )
     nearest_detector = config.pose.source_to_detector_mm[0] - config.pose.source_to_isocentre_mm[1]
     if nearest_detector <= radius:
         raise UserError(
-            f"key 'pose.source_to_detector_mm' puts the detector {nearest_detector:.0f} mm behind "
-            f"the centre of {path}, inside it (bounding radius {radius:.0f} mm); raise source_to_detector_mm"
+            f"{config_source}: key 'pose.source_to_detector_mm' puts the detector "
+            f"{nearest_detector:.0f} mm behind the centre of {path}, inside it (bounding radius "
+            f"{radius:.0f} mm); raise source_to_detector_mm"
         )
 
 
@@ -445,7 +454,10 @@ def _read_manifest(path: Path) -> dict[tuple[str, str, int], dict[str, Any]]:
 
 
 def _claim_output(out: Path, config: DRConfig, seed: int, wanted: int, split: bool) -> None:
-    """Write the job's settings into `out`, or check they match the ones already there."""
+    """Write the job's settings into `out`, or check they match those of the renders already there.
+
+    A folder with no render recorded yet (a job stopped by a bad setting) takes the new settings.
+    """
     settings = {
         "seed": seed,
         "split_by_device": split,
@@ -453,7 +465,9 @@ def _claim_output(out: Path, config: DRConfig, seed: int, wanted: int, split: bo
         "config": config.to_dict(),
     }
     existing = out / CONFIG_FILE
-    if existing.is_file():
+    manifest = out / MANIFEST
+    started = manifest.is_file() and manifest.stat().st_size > 0
+    if existing.is_file() and started:
         import yaml
 
         try:
