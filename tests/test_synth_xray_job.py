@@ -220,6 +220,17 @@ def test_cli_renders_synthetic_ct_volumes(tmp_path, capsys):
     assert "wrote 4 renders of 2 volumes" in capsys.readouterr().out
     assert len(list((tmp_path / "x").rglob("*.png"))) == 4
 
+    # A source inside the volumes: the error names the YAML, the key and a volume; fixing the YAML
+    # and running again into the same folder works (no render was recorded with the bad one).
+    config.write_text("image:\n  size: 48\nkeypoints:\n  min_count: 5\npose:\n  source_to_isocentre_mm: 30\n")
+    again = ["data", "synth-xray", str(tmp_path / "ct"), "--out", str(tmp_path / "z"), "-n", "1"]
+    assert main([*again, "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert str(config) in err and "pose.source_to_isocentre_mm" in err and "dev01.nrrd" in err
+    config.write_text("image:\n  size: 48\nkeypoints:\n  min_count: 5\n")
+    assert main([*again, "--config", str(config)]) == 0
+    capsys.readouterr()
+
     config.write_text("noise:\n  sigma: [100, 10]\n")
     code = main(["data", "synth-xray", str(tmp_path / "ct"), "--out", str(tmp_path / "y"),
                  "--config", str(config)])  # fmt: skip
