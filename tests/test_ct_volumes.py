@@ -163,6 +163,10 @@ BAD_INPUTS = {
     "garbage nifti": (lambda tmp: _write(tmp / "bad.nii.gz", b"\x1f\x8b rubbish"), "cannot read"),
     "garbage tiff": (lambda tmp: _write(tmp / "bad.tif", b"II*\x00 rubbish"), "cannot read"),
     "garbage npy": (lambda tmp: _write(tmp / "bad.npy", b"\x93NUMPY rubbish"), "cannot read"),
+    "npy header cut short": (  # numpy's own tokenizer raises for this one
+        lambda tmp: _write(tmp / "cut.npy", b"\x93NUMPY\x01\x00\x10\x00{'descr': '<i2',"),
+        "cannot read",
+    ),
     "pickled npy": (lambda tmp: _pickled_npy(tmp / "obj.npy"), "cannot read"),
     "zero-sized axis": (lambda tmp: write_stack(tmp / "empty.npy", np.zeros((0, 4, 4), np.int16)), "empty"),
     "constant volume": (lambda tmp: write_sitk(tmp / "flat.nrrd", np.zeros(SHAPE, np.int16)), "empty"),

@@ -16,6 +16,7 @@ import numpy as np
 import tifffile
 
 from ewaste_vision.ct.volume import (
+    NPY_READ_ERRORS,
     SITK_SUFFIXES,
     STACK_SUFFIXES,
     VolumeEntry,
@@ -235,7 +236,7 @@ def _is_volume_stack(path: Path) -> bool:
                 if "S" in series.axes:
                     return False
                 shape = tuple(n for n in series.shape if n != 1)
-    except (OSError, ValueError, IndexError, tifffile.TiffFileError):
+    except (*NPY_READ_ERRORS, IndexError, tifffile.TiffFileError):
         return False
     return len(shape) == 3 and min(shape) >= 4
 

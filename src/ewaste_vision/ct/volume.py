@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import os
+import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,9 @@ STACK_SUFFIXES = (".tif", ".tiff", ".npy")
 
 VOLUME_SUFFIXES = SITK_SUFFIXES + STACK_SUFFIXES
 """Every file ending `read_volume` accepts (a DICOM series is a folder instead)."""
+
+NPY_READ_ERRORS = (OSError, ValueError, EOFError, SyntaxError, tokenize.TokenError)
+"""What `np.load` raises for a damaged .npy (a mangled header reaches numpy's tokenizer)."""
 
 COMPANION_SUFFIXES = (".raw", ".zraw", ".raw.gz", ".img", ".json")
 """Files that belong to a volume beside them (detached NRRD/MetaImage data, sidecars)."""
@@ -340,7 +344,7 @@ def _read_npy(path: Path, max_voxels: int) -> tuple[np.ndarray, tuple[float, flo
     try:
         # mmap first: the shape is checked before anything is read into memory.
         mapped = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
+    except NPY_READ_ERRORS as exc:
         raise DataError(f"{path}: cannot read .npy ({exc}); save it with numpy.save, no pickles") from exc
     if not isinstance(mapped, np.ndarray):
         raise DataError(f"{path}: holds no array; save one [D, H, W] array with numpy.save")
