@@ -149,6 +149,16 @@ def _nifti_with_pixdim(path: Path, value: float) -> Path:
     return path
 
 
+def _damaged_deflate_tiff(path: Path) -> Path:
+    tifffile.imwrite(path, _voxels(), compression="zlib")
+    with tifffile.TiffFile(path) as tif:
+        start = tif.pages[0].dataoffsets[0]
+    data = bytearray(path.read_bytes())
+    data[start + 2 : start + 40] = bytes(38)  # the deflate stream no longer decodes
+    path.write_bytes(bytes(data))
+    return path
+
+
 def _pickled_npy(path: Path) -> Path:
     np.save(path, np.array([{"x": 1}], dtype=object), allow_pickle=True)
     return path
@@ -163,6 +173,7 @@ BAD_INPUTS = {
     "garbage nifti": (lambda tmp: _write(tmp / "bad.nii.gz", b"\x1f\x8b rubbish"), "cannot read"),
     "garbage tiff": (lambda tmp: _write(tmp / "bad.tif", b"II*\x00 rubbish"), "cannot read"),
     "garbage npy": (lambda tmp: _write(tmp / "bad.npy", b"\x93NUMPY rubbish"), "cannot read"),
+    "damaged deflate tiff": (lambda tmp: _damaged_deflate_tiff(tmp / "zip.tif"), "cannot read TIFF"),
     "npy header cut short": (  # numpy's own tokenizer raises for this one
         lambda tmp: _write(tmp / "cut.npy", b"\x93NUMPY\x01\x00\x10\x00{'descr': '<i2',"),
         "cannot read",

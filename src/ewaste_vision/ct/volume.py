@@ -22,6 +22,7 @@ import logging
 import math
 import os
 import tokenize
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -332,7 +333,8 @@ def _read_tiff_stack(path: Path, max_voxels: int) -> tuple[np.ndarray, tuple[flo
                 raise DataError(f"{path}: TIFF holds shape {series.shape}; a CT volume is [D, H, W] (3-D)")
             _check_size(path, shape, max_voxels)
             voxels = series.asarray().reshape(shape)
-    except (OSError, ValueError, IndexError, tifffile.TiffFileError) as exc:
+    # zlib.error: damaged deflate data; RuntimeError: imagecodecs' decoders, when installed.
+    except (OSError, ValueError, IndexError, zlib.error, RuntimeError, tifffile.TiffFileError) as exc:
         if isinstance(exc, DataError):
             raise
         raise DataError(f"{path}: cannot read TIFF ({exc}); replace or re-export the file") from exc
