@@ -258,3 +258,13 @@ def test_crawl_then_clean_carries_each_file_source_url(tmp_path: Path, web) -> N
     assert web["main"].url("/img/1.jpg") in {v.source_url for v in report.files}
     saved = json.loads((out / "clean_report.json").read_text())
     assert {f["source_url"] for f in saved["files"]} == {v.source_url for v in report.files}
+
+
+def test_review_links_only_web_sources(tmp_path: Path) -> None:
+    from ewaste_vision.collect.clean import FileVerdict
+    from ewaste_vision.collect.review_html import _card
+
+    web = FileVerdict("a/1.jpg", "a", reason="tiny", source_url="https://example.org/1.jpg")
+    script = FileVerdict("a/2.jpg", "a", reason="tiny", source_url="javascript:alert(1)")
+    assert "href='https://example.org/1.jpg'" in _card(tmp_path, web, choice=True)
+    assert "javascript:" not in _card(tmp_path, script, choice=True)

@@ -93,7 +93,9 @@ def _card(root: Path, verdict: FileVerdict, choice: bool) -> str:
     image = _thumbnail(root / verdict.file)
     picture = f"<img src='{image}' alt=''>" if image else "<div class='missing'>not an image</div>"
     score = f"<br>z {verdict.score:.1f}, sim {verdict.similarity:.3f}" if verdict.score is not None else ""
-    source = f"<br><a href='{html.escape(verdict.source_url)}'>source</a>" if verdict.source_url else ""
+    # Only web links become links: a javascript: URL in a hand-edited manifest must not run on a click.
+    linkable = verdict.source_url.lower().startswith(("http://", "https://"))
+    source = f"<br><a href='{html.escape(verdict.source_url)}'>source</a>" if linkable else ""
     select = ""
     if choice:
         file = html.escape(verdict.file, quote=True)
