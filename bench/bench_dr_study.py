@@ -227,11 +227,14 @@ def main() -> None:
     configs = row_configs(args.size)
     for name in args.rows or list(configs):
         config = configs[name]
-        data = args.out / "rows" / name
+        rows = args.out / "rows" / name
+        data = rows / "dataset"  # train/ val/ test/ of hard links to the three render folders
         print(f"row {name}: rendering")
-        render(entries, roles, "train", data, args.train_per_device, config, seed=0)
-        render(entries, roles, "val", data, args.val_per_device, config, seed=0)
-        link_tree(test_renders, data)
+        # Each render job in a folder of its own: one job's manifest, settings and -n per folder.
+        render(entries, roles, "train", rows / "train_renders", args.train_per_device, config, seed=0)
+        render(entries, roles, "val", rows / "val_renders", args.val_per_device, config, seed=0)
+        for renders in (rows / "train_renders", rows / "val_renders", test_renders):
+            link_tree(renders, data)
         run = args.out / "runs" / name
         print(f"row {name}: training")
         row_started = time.perf_counter()

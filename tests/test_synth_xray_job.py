@@ -131,6 +131,9 @@ def test_resume_and_batch_size_give_the_same_files(tmp_path):
 
     with pytest.raises(UserError, match="other settings"):
         run(tmp_path / "a", n=3, seed=1)
+    with pytest.raises(UserError, match="up to 3 renders per volume"):
+        run(tmp_path / "a", n=2)  # would leave a third image per volume behind
+    assert run(tmp_path / "a", n=4).accepted == 24  # more extends the folder
 
 
 def test_a_volume_every_render_of_which_is_rejected_is_named(tmp_path):

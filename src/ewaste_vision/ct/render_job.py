@@ -480,6 +480,14 @@ def _claim_output(out: Path, config: DRConfig, seed: int, wanted: int, split: bo
                 f"{existing}: {out} holds renders made with other settings (seed, config or "
                 "--split-by-device); use a new --out, or the same settings to resume"
             )
-        return
+        # More renders per volume extend the folder; fewer would leave the extra images in it.
+        before = int(previous.get("renders_per_volume", 0))
+        if wanted < before:
+            raise UserError(
+                f"{existing}: {out} already holds up to {before} renders per volume and -n {wanted} "
+                f"would leave the rest in its class folders; use -n {before} or more, or a new --out"
+            )
+        if wanted == before:
+            return
     out.mkdir(parents=True, exist_ok=True)
-    write_yaml(existing, settings)
+    write_yaml(existing, {**settings, "renders_per_volume": wanted})
