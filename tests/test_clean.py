@@ -268,3 +268,15 @@ def test_review_links_only_web_sources(tmp_path: Path) -> None:
     script = FileVerdict("a/2.jpg", "a", reason="tiny", source_url="javascript:alert(1)")
     assert "href='https://example.org/1.jpg'" in _card(tmp_path, web, choice=True)
     assert "javascript:" not in _card(tmp_path, script, choice=True)
+
+
+def test_decisions_and_manifest_in_another_encoding_are_one_line_errors(tmp_path: Path) -> None:
+    from ewaste_vision.collect.clean import _read_decisions
+    from ewaste_vision.collect.manifest import read_manifest
+
+    (tmp_path / "decisions.txt").write_bytes("keep a/caf\u00e9.jpg\n".encode("cp1252"))
+    (tmp_path / "manifest.csv").write_bytes("class_name\ncaf\u00e9\n".encode("cp1252"))
+    with pytest.raises(UserError, match=r"decisions.txt: not UTF-8 text \(byte 10\); save it as UTF-8"):
+        _read_decisions(tmp_path, {"a/caf\u00e9.jpg"})
+    with pytest.raises(UserError, match=r"manifest.csv: not UTF-8 text \(byte 14\)"):
+        read_manifest(tmp_path / "manifest.csv")

@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import IO
 
+from ewaste_vision.errors import UserError
+
 MANIFEST_NAME = "manifest.csv"
 
 ACCEPTED_DIR = "_accepted"
@@ -73,11 +75,19 @@ COLUMNS = tuple(field.name for field in fields(ManifestRow))
 
 
 def read_manifest(path: Path) -> list[ManifestRow]:
-    """All complete rows of a manifest; [] when it does not exist yet."""
+    """All complete rows of a manifest; [] when it does not exist yet.
+
+    Raises:
+        UserError: the file is not UTF-8 (saved by a spreadsheet in another encoding, say).
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return []
+    except UnicodeDecodeError as exc:
+        raise UserError(
+            f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8, or move it away to start afresh"
+        ) from None
     if text and not text.endswith("\n"):
         text = text[: text.rfind("\n") + 1]  # a row cut short by a crash
     rows = []
