@@ -174,6 +174,8 @@ def _crawl_class(
     result = ClassResult(query.name, query.max, kept_before=len(kept_rows))
     folder = out / query.name
     next_index = _next_file_index(folder, mine)
+    if result.kept_before >= query.max:
+        return result  # complete: not even a results page is fetched
     for candidate in _candidates(query, fetcher, query.max - len(kept_rows)):
         if result.kept_before + result.kept_now >= query.max:
             break

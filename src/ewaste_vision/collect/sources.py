@@ -99,7 +99,8 @@ def keyword_candidates(
             return
         found = 0
         for task in parser.parse(page.response) or ():
-            url = urljoin(page.url, str(task.get("file_url", "")))
+            file_url = str(task.get("file_url") or "")
+            url = urljoin(page.url, file_url) if file_url else ""  # urljoin(page, "") is the page
             if not url or url in seen:
                 continue
             seen.add(url)
