@@ -8,6 +8,7 @@ HU-like, readable by `read_volume` with their spacing, and an interrupted run re
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -137,8 +138,12 @@ def test_rerun_resumes_and_refuses_other_settings(tmp_path: Path):
     result = write_synthetic_ct(tmp_path, classes=2, devices_per_class=1, size=32, photos_per_device=1)
     original = result.volumes[1].read_bytes()
     result.volumes[1].unlink()  # as if interrupted before this file
+    kept = [result.volumes[0], result.photos[0]]
+    for path in kept:
+        os.utime(path, ns=(10**18, 10**18))  # a rewrite would give them a new time
     write_synthetic_ct(tmp_path, classes=2, devices_per_class=1, size=32, photos_per_device=1)
     assert result.volumes[1].read_bytes() == original
+    assert [path.stat().st_mtime_ns for path in kept] == [10**18, 10**18]  # finished files kept
     with pytest.raises(UserError, match="other settings"):
         write_synthetic_ct(tmp_path, classes=3, devices_per_class=1, size=32, photos_per_device=1)
 
