@@ -52,7 +52,9 @@ def bench_train(root: Path, kills: int, epochs: int, rng: random.Random) -> dict
     outcomes = []
     for kill in range(kills):
         out = root / f"killed{kill}"
-        delay = rng.uniform(0.5, duration)  # anywhere in the run, set-up and evaluation included
+        # Anywhere in the first 90% of an uninterrupted run's time, set-up and evaluation included
+        # (the load of a shared machine varies, so a later point may find the run finished).
+        delay = rng.uniform(0.05, 0.9) * duration
         code = kill_when(
             ewaste("train", str(data), "--out", str(out), *train_args(epochs)), lambda: False, delay
         )
@@ -84,7 +86,7 @@ def bench_value(root: Path, kills: int, rng: random.Random) -> dict[str, Any]:
     outcomes = []
     for kill in range(kills):
         out = root / f"lot-killed{kill}"
-        delay = rng.uniform(0.2, duration)
+        delay = rng.uniform(0.05, 0.9) * duration
         code = kill_when(ewaste("value", str(run), str(lot), "--out", str(out)), lambda: False, delay)
         run_ok(ewaste("value", str(run), str(lot), "--out", str(out)))
         outcome = {"delay_s": round(delay, 2), "killed": code == -9, "temporary_files": temporary_files(out)}

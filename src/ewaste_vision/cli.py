@@ -553,7 +553,8 @@ def _cmd_data_split(args: argparse.Namespace) -> int:
     found = find_copy_groups([r.path for r in dataset.records], progress=sys.stderr.isatty())
     readable = [index for index, group in enumerate(found.together) if group >= 0]
     unreadable = [r.path for r, g in zip(dataset.records, found.together, strict=True) if g < 0]
-    dataset.skipped += [(path, f"{path}: cannot be read; left out") for path in unreadable]
+    # Unreadable images first: they are listed before the (often many) label problems.
+    dataset.skipped = [(path, f"{path}: cannot be read; left out") for path in unreadable] + dataset.skipped
     dataset.records = [dataset.records[index] for index in readable]
     # Uncertain pairs are kept together too: a leak costs more than a slightly uneven split.
     groups = [found.together[index] for index in readable]

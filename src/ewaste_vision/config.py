@@ -192,6 +192,8 @@ def load_config_file(path: Path) -> dict[str, Any]:
         raise UserError(f"{path}: config file not found")
     try:
         values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text; save the config as a UTF-8 YAML file") from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
@@ -202,6 +204,27 @@ def load_config_file(path: Path) -> dict[str, Any]:
     unknown = sorted(set(values) - known)
     if unknown:
         raise UserError(f"{path}: unknown setting {unknown[0]!r}; known settings: {', '.join(sorted(known))}")
+    for setting in config_fields():
+        if setting.name in values:
+            _check_type(path, setting.name, setting.default, values[setting.name])
     if "split" in values:
         values["split"] = tuple(values["split"])
     return values
+
+
+def _check_type(path: Path, name: str, default: Any, value: Any) -> None:
+    """A setting from a file must have its field's kind: a word where a number goes is an error."""
+    if isinstance(default, bool):
+        wanted, ok = "true or false", isinstance(value, bool)
+    elif isinstance(default, int):
+        wanted, ok = "a whole number", isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        wanted, ok = "a number", isinstance(value, int | float) and not isinstance(value, bool)
+    elif isinstance(default, str):
+        wanted, ok = "text", isinstance(value, str)
+    elif isinstance(default, tuple):
+        wanted, ok = "a list", isinstance(value, list | tuple)
+    else:
+        return  # optional settings (None by default) are checked by TrainConfig itself
+    if not ok:
+        raise UserError(f"{path}: setting {name!r} must be {wanted}, got {value!r}")

@@ -271,7 +271,7 @@ def write_multilabel_csv(dataset: LabelledImages, path: Path | str) -> Path:
 def _load_yaml(yaml_file: Path) -> dict[str, Any]:
     try:
         spec = yaml.safe_load(yaml_file.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise DataError(f"{yaml_file}: cannot read as YAML ({type(exc).__name__}); fix the file") from exc
     if not isinstance(spec, dict):
         raise DataError(f"{yaml_file}: expected a mapping with keys names, train, val; fix the file")

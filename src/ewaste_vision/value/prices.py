@@ -132,6 +132,8 @@ def load_price_table(path: Path | str | None = None) -> PriceTable:
         raise UserError(f"{file}: price table not found; check the path or omit it to use the default")
     try:
         raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise UserError(f"{file}: not UTF-8 text; save the price table as a UTF-8 YAML file") from error
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
