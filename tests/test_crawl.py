@@ -214,6 +214,17 @@ def test_a_redirect_to_a_forbidden_path_is_not_followed(web) -> None:
     assert "/private/secret.jpg" not in web["main"].requests
 
 
+def test_a_redirected_robots_txt_is_followed_and_obeyed(web) -> None:
+    rules = web["main"].routes["/robots.txt"]
+    web["main"].routes["/robots.txt"] = Route(b"", status=301, headers={"Location": "/moved/robots.txt"})
+    web["main"].routes["/moved/robots.txt"] = rules
+    fetcher = PoliteFetcher("test-agent", delay_s=0.0, timeout_s=TIMEOUT_S, retries=0)
+    with pytest.raises(FetchError) as failed:
+        fetcher.get(web["main"].url("/private/secret.jpg"))
+    assert failed.value.kind == "robots_disallowed"
+    assert web["main"].requests == ["/robots.txt", "/moved/robots.txt"]
+
+
 def test_builtin_engines_page_urls_come_from_icrawler_without_a_request() -> None:
     # icrawler's Bing feeder makes the result-page URLs (one page per 20 results); nothing is fetched.
     pages = list(_page_urls("bing", "iPhone 6", 45, set()))

@@ -13,7 +13,8 @@ Every request of a crawl, results pages and robots.txt included, goes through on
   `timeout_s` and `max_bytes` for the whole body; a host that fails `HOST_FAILURES_TO_ABANDON`
   URLs in a row after all their tries is abandoned for the rest of the run, so a host that never
   answers costs a bounded time and the crawl goes on with the others;
-- redirects are followed by hand, so the target host's robots.txt and delay apply too.
+- redirects are followed by hand, so the target host's robots.txt and delay apply too (and a
+  redirected robots.txt is followed to where it lives).
 
 urllib3's `Retry` was tried first; it retries the first time without waiting and cannot apply the
 per-host delay between tries, hence this loop.
@@ -164,11 +165,20 @@ class PoliteFetcher:
         parser = self._robots.get(host)
         if parser is not None:
             return parser
-        parser = urllib.robotparser.RobotFileParser(host + "/robots.txt")
+        url = host + "/robots.txt"
+        parser = urllib.robotparser.RobotFileParser(url)
         try:
-            response = self._get_with_retries(host + "/robots.txt", host, None, robots=True)
+            # RFC 9309 2.3.1.2: follow redirects (http -> https is common); more than
+            # MAX_REDIRECTS counts as no robots.txt, like the 3xx branch below.
+            for _ in range(MAX_REDIRECTS + 1):
+                response = self._get_with_retries(url, _host_key(url), None, robots=True)
+                target = response.headers.get("Location", "") if response.is_redirect else ""
+                if not target:
+                    break
+                response.close()
+                url = urljoin(url, target)
             status = response.status_code
-            body = self._read_body(host + "/robots.txt", response).content if status < 300 else b""
+            body = self._read_body(url, response).content if status < 300 else b""
         except FetchError:
             status, body = 599, b""
         if 200 <= status < 300:
