@@ -259,7 +259,7 @@ def test_fuse_run_end_to_end(
     assert (fused_run / "eval" / f"{pairs_data.name}-all" / "metrics.json").is_file()
 
 
-def test_fuse_run_exports_to_onnx_with_two_inputs(fused_run: Path):
+def test_fuse_run_exports_to_onnx_with_two_inputs(fused_run: Path, pairs_data: Path):
     ort = pytest.importorskip("onnxruntime")
     from ewaste_vision.export.onnx_export import export_onnx
     from ewaste_vision.fusion.export import FusionProbabilityGraph
@@ -274,6 +274,8 @@ def test_fuse_run_exports_to_onnx_with_two_inputs(fused_run: Path):
     with torch.no_grad():
         torch_probs = FusionProbabilityGraph(predictor.model, predictor.streams)(rgb, xray)
     np.testing.assert_allclose(onnx_probs, torch_probs.numpy(), atol=1e-5)
+    # `ewaste predict` on the exported file says what to do instead of failing inside onnxruntime.
+    assert main(["predict", str(target), str(pairs_data / "rgb" / "c0" / "dev00_00.png")]) == 2
 
 
 def test_resume_keeps_finished_streams_and_redoes_only_the_fusion(

@@ -21,14 +21,36 @@ FUSION_TASK = "fuse"
 
 
 def is_fusion_run(path: Path | str) -> bool:
-    """Whether `path` is a run directory of the fuse task (reads `run.json`; no torch)."""
-    run_file = Path(path) / "run.json"
+    """Whether `path` is a run directory of the fuse task (reads `run.json`; no torch).
+
+    Raises:
+        UserError: `path` is an ONNX file exported from a fusion run (its two inputs are not
+            run by `ewaste predict` yet).
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".onnx" and path.is_file() and _onnx_task(path) == FUSION_TASK:
+        raise UserError(
+            f"{path}: an RGB-X fusion model; `ewaste predict` runs fusion from its run directory "
+            "(ewaste predict RUN RGB... --xray XRAY...); in onnxruntime feed inputs `rgb` and `xray`"
+        )
+    run_file = path / "run.json"
     if not run_file.is_file():
         return False
     try:
         return json.loads(run_file.read_text(encoding="utf-8")).get("task") == FUSION_TASK
     except (OSError, ValueError, AttributeError):
         return False
+
+
+def _onnx_task(path: Path) -> str | None:
+    """The `task` an exported file names in its metadata, or None when it cannot be read."""
+    try:
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return session.get_modelmeta().custom_metadata_map.get("task")
+    except Exception:  # not ours or unreadable: `predict` then reports it as it always has
+        return None
 
 
 def pair_inputs(
