@@ -6,6 +6,7 @@ fields, so a recipe and a command line always mean the same thing.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -206,14 +207,20 @@ def load_config_file(path: Path) -> dict[str, Any]:
         raise UserError(f"{path}: unknown setting {unknown[0]!r}; known settings: {', '.join(sorted(known))}")
     for setting in config_fields():
         if setting.name in values:
-            _check_type(path, setting.name, setting.default, values[setting.name])
+            values[setting.name] = _check_type(path, setting.name, setting.default, values[setting.name])
     if "split" in values:
         values["split"] = tuple(values["split"])
     return values
 
 
-def _check_type(path: Path, name: str, default: Any, value: Any) -> None:
-    """A setting from a file must have its field's kind: a word where a number goes is an error."""
+def _check_type(path: Path, name: str, default: Any, value: Any) -> Any:
+    """A setting from a file must have its field's kind: a word where a number goes is an error.
+
+    Returns the value, with numbers YAML 1.1 reads as text (`1e-3`) turned into floats.
+    """
+    if isinstance(default, float) and isinstance(value, str):
+        with contextlib.suppress(ValueError):  # not a number: reported below
+            value = float(value)
     if isinstance(default, bool):
         wanted, ok = "true or false", isinstance(value, bool)
     elif isinstance(default, int):
@@ -225,6 +232,7 @@ def _check_type(path: Path, name: str, default: Any, value: Any) -> None:
     elif isinstance(default, tuple):
         wanted, ok = "a list", isinstance(value, list | tuple)
     else:
-        return  # optional settings (None by default) are checked by TrainConfig itself
+        return value  # optional settings (None by default) are checked by TrainConfig itself
     if not ok:
         raise UserError(f"{path}: setting {name!r} must be {wanted}, got {value!r}")
+    return value
