@@ -270,6 +270,17 @@ def test_bad_queries_file_is_one_line_naming_file_and_key(tmp_path, capsys, data
     assert not (tmp_path / "out").exists()  # nothing started
 
 
+def test_queries_and_url_files_in_another_encoding_are_one_line_errors(tmp_path) -> None:
+    queries = tmp_path / "q.yaml"
+    queries.write_bytes("classes:\n  caf\u00e9: {urls: [http://127.0.0.1/a.jpg], max: 1}\n".encode("cp1252"))
+    with pytest.raises(UserError, match=r"q.yaml: not UTF-8 text \(byte 14\); save it as UTF-8"):
+        load_queries(queries)
+    (tmp_path / "urls.txt").write_bytes("http://127.0.0.1/caf\u00e9.jpg\n".encode("cp1252"))
+    queries.write_text("classes:\n  phone: {url_file: urls.txt, max: 1}\n")
+    with pytest.raises(UserError, match=r"urls.txt is not UTF-8 text"):
+        load_queries(queries)
+
+
 def test_bad_key_error_names_its_line(tmp_path) -> None:
     path = tmp_path / "q.yaml"
     path.write_text("delay_s: 1\nclasses:\n  phone:\n    keywords: [a]\n    max: -2\n")

@@ -114,6 +114,8 @@ def load_queries(path: Path | str) -> CrawlPlan:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise UserError(f"{path}: cannot read the queries file ({exc.strerror}); check the path") from exc
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     try:
         data = yaml.safe_load(text)
         lines = _key_lines(yaml.compose(text))
@@ -229,6 +231,8 @@ class _Validator:
             lines = file.read_text(encoding="utf-8").splitlines()
         except OSError as exc:
             raise self.fail(key, f"cannot read {file} ({exc.strerror})") from None
+        except UnicodeDecodeError as exc:
+            raise self.fail(key, f"{file} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
         urls = []
         for number, line in enumerate(lines, start=1):
             stripped = line.strip()
