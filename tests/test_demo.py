@@ -20,7 +20,13 @@ def test_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     # Eight synthetic component classes: the pretrained offline backbone must be far above chance.
     assert components["accuracy"] > 0.6 > components["baseline_accuracy"]
     boards = json.loads((demo / "runs" / "boards" / "metrics.json").read_text())
-    assert "micro_f1" in boards and boards["cam_pointing"]
+    # The board model must beat predicting every class (0.598 against 0.607 on the old whole-board
+    # scenes, issue 23), and its heatmaps must find the parts far more often than a centred blob.
+    assert boards["micro_f1"] >= boards["baseline_micro_f1"] + 0.05
+    pairs = boards["cam_pointing"].values()
+    pointing = sum(c["cam"] * c["n"] for c in pairs) / sum(c["n"] for c in pairs)
+    centre = sum(c["centre_baseline"] * c["n"] for c in pairs) / sum(c["n"] for c in pairs)
+    assert pointing >= max(0.4, centre + 0.1)
     summary = (demo / "report.md").read_text()
     assert "pointing game" in summary.lower()
     panels = [line for line in summary.splitlines() if line.startswith("![") and "panel.png" in line]

@@ -12,7 +12,8 @@ from ewaste_vision.io.atomic import write_text
 from ewaste_vision.lot_value import LotResult
 from ewaste_vision.training.trainer import TrainResult, train
 
-DEMO_BOARDS = 150
+DEMO_BOARDS = 250
+"""Boards for the multi-label model: on the close-ups, 250 beat 150 (BENCHMARKS.md, issue 23)."""
 DEMO_CROPS_PER_CLASS = 60
 DEMO_HEATMAP_IMAGES = 4
 DEMO_XRAY_BOARDS = 120
