@@ -56,7 +56,7 @@ def bench_train(root: Path, kills: int, epochs: int, rng: random.Random) -> dict
         # (the load of a shared machine varies, so a later point may find the run finished).
         delay = rng.uniform(0.05, 0.9) * duration
         code = kill_when(
-            ewaste("train", str(data), "--out", str(out), *train_args(epochs)), lambda: False, delay
+            ewaste("train", str(data), "--out", str(out), *train_args(epochs)), None, delay
         )
         resumed = (out / "config.yaml").is_file()
         command = ["--resume"] if resumed else train_args(epochs)
@@ -87,7 +87,7 @@ def bench_value(root: Path, kills: int, rng: random.Random) -> dict[str, Any]:
     for kill in range(kills):
         out = root / f"lot-killed{kill}"
         delay = rng.uniform(0.05, 0.9) * duration
-        code = kill_when(ewaste("value", str(run), str(lot), "--out", str(out)), lambda: False, delay)
+        code = kill_when(ewaste("value", str(run), str(lot), "--out", str(out)), None, delay)
         run_ok(ewaste("value", str(run), str(lot), "--out", str(out)))
         outcome = {"delay_s": round(delay, 2), "killed": code == -9, "temporary_files": temporary_files(out)}
         try:

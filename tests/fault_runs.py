@@ -46,12 +46,12 @@ def quiet_env(**extra: str) -> dict[str, str]:
 
 def kill_when(
     command: Sequence[str],
-    ready: Callable[[], bool],
+    ready: Callable[[], bool] | None,
     delay_s: float,
     env: dict[str, str] | None = None,
     timeout_s: float = 300,
 ) -> int:
-    """Start `command`, wait until `ready()` (or the command ends), wait `delay_s`, then SIGKILL it.
+    """Start `command`, wait until `ready()` (None: at once), wait `delay_s`, then SIGKILL it.
 
     Returns:
         The return code: -9 when it was killed, its own code when it finished first.
@@ -60,7 +60,7 @@ def kill_when(
         list(command), env=env or quiet_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.monotonic() + timeout_s
-    while process.poll() is None and not ready() and time.monotonic() < deadline:
+    while ready is not None and process.poll() is None and not ready() and time.monotonic() < deadline:
         time.sleep(0.02)
     time.sleep(delay_s)
     if process.poll() is None:

@@ -74,9 +74,12 @@ def detector(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def test_killed_lot_valuation_leaves_nothing_half_written(detector: tuple[Path, Path], tmp_path: Path):
     run, lot = detector
     whole, killed = tmp_path / "whole", tmp_path / "killed"
+    started = time.monotonic()
     run_ok(ewaste("value", str(run), str(lot), "--out", str(whole)))
-    delay = random.Random(7).uniform(0.5, 3.0)
-    kill_when(ewaste("value", str(run), str(lot), "--out", str(killed)), lambda: False, delay)
+    # Killed at a seeded point between 40% and 80% of an uninterrupted run's time: mid-lot.
+    delay = random.Random(7).uniform(0.4, 0.8) * (time.monotonic() - started)
+    code = kill_when(ewaste("value", str(run), str(lot), "--out", str(killed)), None, delay)
+    assert code == -9, "the valuation finished before it could be killed"
     # Whatever was there at the kill is complete: atomic writes leave a file whole or absent.
     if killed.exists():
         for path in killed.rglob("*.csv"):
