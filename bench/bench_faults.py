@@ -55,9 +55,7 @@ def bench_train(root: Path, kills: int, epochs: int, rng: random.Random) -> dict
         # Anywhere in the first 90% of an uninterrupted run's time, set-up and evaluation included
         # (the load of a shared machine varies, so a later point may find the run finished).
         delay = rng.uniform(0.05, 0.9) * duration
-        code = kill_when(
-            ewaste("train", str(data), "--out", str(out), *train_args(epochs)), None, delay
-        )
+        code = kill_when(ewaste("train", str(data), "--out", str(out), *train_args(epochs)), None, delay)
         resumed = (out / "config.yaml").is_file()
         command = ["--resume"] if resumed else train_args(epochs)
         run_ok(ewaste("train", str(data), "--out", str(out), *command))

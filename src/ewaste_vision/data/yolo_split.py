@@ -153,7 +153,7 @@ def write_split_dataset(
 
 
 def describe_split(splits: Sequence[str], fractions: Sequence[float] = DEFAULT_FRACTIONS) -> str:
-    """"train 700 (69.7%, asked 70%), ..." : the images per split and how far the shares drifted."""
+    """Images per split and how far the shares drifted: "train 700 (69.7%, asked 70%), ..."."""
     shares, _ = normalised_shares(fractions)
     total = max(len(splits), 1)
     return ", ".join(
