@@ -43,7 +43,7 @@ def build_grouped_target(
         Images per split per class.
     """
     rows = list(csv.DictReader(manifest.open(newline="", encoding="utf-8")))
-    images = manifest.parent / "images"
+    images = manifest.resolve().parent / "images"  # links are resolved from their own folder
     rng = random.Random(seed)
     counts: dict[str, dict[str, int]] = {}
     for name in classes:
