@@ -63,7 +63,7 @@ def test_a_hybrid_classifier_learns_a_batch_from_scratch():
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     assert losses[-1] < losses[0] / 2
     spec = get_backbone_spec("hybrid_res_inception")
     modules = dict(model.backbone.named_modules())
