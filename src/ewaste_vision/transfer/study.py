@@ -10,7 +10,8 @@ the majority baseline, time and peak memory per row), `transfer.json` and `learn
 
 A row whose ImageNet weights cannot be had (offline, no cache) is not trained: it would be a
 randomly initialised network, not the row the table names; the report says so. An interrupted
-study continues where it stopped: finished rows are read back, a half-trained one resumes.
+study continues where it stopped: finished rows are read back, a half-trained one resumes (so a
+study with other settings needs another folder).
 """
 
 from __future__ import annotations
