@@ -8,7 +8,7 @@ settings: transfer-function seeds none of the rows saw, and noise, background an
 wider ranges. Those test renders stand in for the paper's real X-ray images, made on another
 machine. The test set is the same for every row.
 
-    current_dr        everything randomised, sigma 1000 (configs/dr_default.yaml)
+    current_dr        everything randomised, sigma 1000 (configs/xray/dr_default.yaml)
     sigma_10/100/500  the same with white noise sigma 10, 100 or 500 counts
     fixed_background  open-beam level 50000, no gradient
     fixed_transfer    one transfer-function seed, no jitter

@@ -177,7 +177,7 @@ def test_split_by_device_keeps_each_device_in_one_split(tmp_path):
 
 
 def test_default_yaml_is_the_built_in_default():
-    assert load_dr_config(REPO / "configs" / "dr_default.yaml") == DRConfig()
+    assert load_dr_config(REPO / "configs" / "xray" / "dr_default.yaml") == DRConfig()
 
 
 @pytest.mark.parametrize(

@@ -189,7 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     synth_xray.add_argument("volumes", type=Path, help="VOLUMES/CLASS/DEVICE.nrrd (as `synth-ct` writes)")
     synth_xray.add_argument("--out", type=Path, required=True, help="folder for CLASS/*.png and manifest")
     synth_xray.add_argument("-n", type=int, default=100, help="accepted renders per volume (default 100)")
-    synth_xray.add_argument("--config", type=Path, help="DR settings YAML (default: configs/dr_default.yaml)")
+    synth_xray.add_argument(
+        "--config", type=Path, help="DR settings YAML (default: as configs/xray/dr_default.yaml)"
+    )
     synth_xray.add_argument("--seed", type=int, default=0)
     synth_xray.add_argument(
         "--split-by-device", action="store_true", help="write train/val/test with whole devices per split"

@@ -4,7 +4,7 @@ Every randomised quantity is a range `[low, high]` sampled uniformly (a single n
 the projector pose (three Euler angles, source distances, detector offset), white-noise sigma
 and the background. The transfer function is one of a few seed curves, chosen at random and
 jittered (paper 002 seeds its randomisation with 5 hand-picked transfer functions, since a fully
-random one mostly saturates the image). `configs/dr_default.yaml` spells out the defaults below,
+random one mostly saturates the image). `configs/xray/dr_default.yaml` spells out the defaults below,
 which are the paper's "current DR" (Table I, first row: everything randomised, sigma 1000).
 """
 
