@@ -28,7 +28,7 @@ DEMO_FUSION = {
     "head": "icam",
     "icam_iterations": 2,
     "max_epochs": 2,
-    "head_epochs": 60,
+    "head_epochs": 20,
     "split": (0.5, 0.25, 0.25),
 }
 

@@ -53,6 +53,8 @@ def feature_table(
     stream.eval()
     chunks = []
     for batch, _ in DataLoader(images, batch_size=batch_size, shuffle=False, num_workers=0):
+        # Channels-last, as `Predictor` runs: oneDNN's fast convolutions on CPU want it.
+        batch = batch.contiguous(memory_format=torch.channels_last)  # [B, 3, S, S]
         with autocast(bf16):
             views = [stream_features(stream, orient(batch, o)).float() for o in orientations]
         chunks.append(torch.stack(views))  # [O, B, F]

@@ -26,7 +26,7 @@ class FusionPredictor:
     def __init__(
         self, model: TwoStreamFusion, meta: ModelMeta, streams: dict[str, ModelMeta], precision: str
     ) -> None:
-        self.model = model.eval()
+        self.model = model.eval().to(memory_format=torch.channels_last)
         self.meta = meta
         self.streams = streams
         self.bf16 = use_bf16(precision)
