@@ -8,11 +8,13 @@ Two data sources:
   is both trained on and tested; each split is then capped per class (`--train-per-class`,
   `--eval-per-class`) to fit 2 shared CPU cores. The split is written as symlinks (never copies)
   under `--work`.
-- `--data DIR`: class folders (optionally with train/val/test) split by the toolkit itself.
+- `--data DIR`: class folders split by the toolkit itself or, when DIR has train/val/test, that
+  split, capped per class as above (symlinks again).
 
 A run already trained in `--work` (by an earlier call with other `--iterations`) is evaluated
 again, not retrained; its training time and load are read from the `bench_timing.json` that call
-left beside it, so `train s` of such rows was measured at another time (the JSON says when).
+left beside it, so `train s` of such rows was measured at another time (the JSON says when),
+and its test metrics from its `metrics.json`.
 
 Inference is timed on the test images, already decoded and resized, batch `--batch`, eager
 (`compile="never"`), with the product's precision (bf16 autocast where the CPU has it); the runs
@@ -94,6 +96,28 @@ def split_component_crops(
     return counts
 
 
+def cap_split_folders(
+    source: Path, target: Path, train_cap: int, eval_cap: int, seed: int
+) -> dict[str, dict[str, int]]:
+    """Symlink at most `train_cap` (train) or `eval_cap` (val, test) images per class of a
+    train/val/test folder, chosen at random (seeded) inside each split, so its split is kept."""
+    rng = random.Random(seed)
+    counts: dict[str, dict[str, int]] = {split: {} for split in SPLIT_FRACTIONS}
+    for split in SPLIT_FRACTIONS:
+        for class_dir in sorted(p for p in (source / split).iterdir() if p.is_dir()):
+            files = sorted(p for p in class_dir.iterdir() if p.is_file())
+            rng.shuffle(files)
+            kept = files[: train_cap if split == "train" else eval_cap]
+            folder = target / split / class_dir.name
+            folder.mkdir(parents=True, exist_ok=True)
+            for file in kept:
+                link = folder / file.name
+                if not link.exists():
+                    link.symlink_to(file.resolve())
+            counts[split][class_dir.name] = len(kept)
+    return counts
+
+
 def load_average() -> float:
     return round(os.getloadavg()[0], 2)
 
@@ -117,10 +141,8 @@ def train_one(
     )
     timing_file = out / "bench_timing.json"
     if (out / "model.pt").is_file() and timing_file.is_file():
-        # Trained by an earlier call on this --work folder: evaluate again, keep its timing.
-        from ewaste_vision.evaluate import evaluate_run
-
-        metrics, _ = evaluate_run(out, progress=False)
+        # Trained by an earlier call on this --work folder: its test metrics and timing stand.
+        metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
         timing = json.loads(timing_file.read_text(encoding="utf-8"))
     else:
         before = load_average()
@@ -195,6 +217,10 @@ def main(argv: list[str] | None = None) -> int:
         counts = split_component_crops(
             args.component_crops, data, args.min_images, args.train_per_class, args.eval_per_class, args.seed
         )
+        print("images per split:", {split: sum(c.values()) for split, c in counts.items()})
+    elif all((args.data / split).is_dir() for split in SPLIT_FRACTIONS):
+        data = args.work / "split"
+        counts = cap_split_folders(args.data, data, args.train_per_class, args.eval_per_class, args.seed)
         print("images per split:", {split: sum(c.values()) for split, c in counts.items()})
     else:
         data, counts = args.data, {}
