@@ -28,6 +28,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/results/ray.json"))
     args = parser.parse_args()
 
+    from ewaste_vision.data.images import expand_image_paths
     from ewaste_vision.data.synth import write_component_crops
     from ewaste_vision.engines.ray_engine import start_ray
     from ewaste_vision.io.atomic import write_json
@@ -37,10 +38,10 @@ def main() -> None:
         root = Path(scratch)
         per_class = -(-args.images // 8)
         crops = write_component_crops(root / "crops", n_per_class=per_class, seed=0, size=96)
-        paths = sorted(p for p in crops.rglob("*.png"))[: args.images]
+        paths = expand_image_paths([crops])[: args.images]
         run = args.run or _train(crops, root / "run")
         results: dict[str, object] = {
-            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+            "machine": f"{_cpu_name()}, {os.cpu_count()} cores",
             "load_before": os.getloadavg(),
             "images": len(paths),
         }
@@ -65,6 +66,13 @@ def main() -> None:
         results["load_after"] = os.getloadavg()
     write_json(args.out, results)
     print(json.dumps(results, indent=2))
+
+
+def _cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.machine()
 
 
 def _train(crops: Path, run: Path) -> Path:

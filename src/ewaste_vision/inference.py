@@ -81,9 +81,13 @@ class Predictor:
         return self.task.probabilities(logits.float())
 
     def predict_files(
-        self, paths: Sequence[Path], progress: bool = False
+        self, paths: Sequence[Path], progress: bool = False, job_images: int | None = None
     ) -> tuple[torch.Tensor, list[Path], list[tuple[Path, str]]]:
-        """Probabilities [N, C] for the readable files among `paths`, those files, and the skipped ones."""
+        """Probabilities [N, C] for the readable files among `paths`, those files, and the skipped ones.
+
+        `job_images` is the size of the whole job when `paths` is one part of it (a Ray shard), so
+        the part is compiled or not as the whole job would be, and gives the same numbers.
+        """
         readable, skipped = [], []
         dataset = ImageFileDataset(paths, torch.zeros(len(paths)), self.transform, self.meta.image_size)
         for index, path in enumerate(paths):
@@ -103,7 +107,8 @@ class Predictor:
             from tqdm import tqdm
 
             batches = iter(tqdm(batches, total=(len(readable) + batch_size - 1) // batch_size, unit="batch"))
-        chunks = [self.probabilities(images, expected_images=len(readable)) for images, _ in batches]
+        expected = len(readable) if job_images is None else job_images
+        chunks = [self.probabilities(images, expected_images=expected) for images, _ in batches]
         probs = torch.cat(chunks) if chunks else torch.zeros(0, len(self.meta.class_names))
         return probs, readable, skipped
 

@@ -14,9 +14,15 @@ from ewaste_vision.errors import UnreadableImageError
 
 
 def label_probabilities(
-    predictor: Any, paths: Sequence[Path], progress: bool = False
+    predictor: Any, paths: Sequence[Path], progress: bool = False, job_images: int | None = None
 ) -> tuple[np.ndarray, list[Path], Skipped]:
-    """Probabilities [N, C] for the readable files among `paths`, those files, and the skipped."""
+    """Probabilities [N, C] for the readable files among `paths`, those files, and the skipped.
+
+    `job_images`: the whole job's size when `paths` is a shard of it (see `Predictor.predict_files`).
+    """
+    if job_images is not None and hasattr(predictor, "compile"):
+        probs, kept, skipped = predictor.predict_files(list(paths), progress=progress, job_images=job_images)
+        return np.asarray(probs, dtype=np.float32), list(kept), list(skipped)
     probs, kept, skipped = predictor.predict_files(list(paths), progress=progress)
     return np.asarray(probs, dtype=np.float32), list(kept), list(skipped)
 

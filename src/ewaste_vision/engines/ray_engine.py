@@ -96,7 +96,7 @@ def _fetch(uri: str, folder: Path) -> Path:
 class ShardScorer:
     """Ray Data's callable class: one model per worker, whole shards per call."""
 
-    def __init__(self, model: str, kind: str) -> None:
+    def __init__(self, model: str, kind: str, job_images: int = 0) -> None:
         import torch
 
         from ewaste_vision.engines.opening import open_model
@@ -108,6 +108,7 @@ class ShardScorer:
             Path(pid_dir).mkdir(parents=True, exist_ok=True)
             (Path(pid_dir) / f"{os.getpid()}.pid").write_text(str(os.getpid()))
         self.kind = kind
+        self.job_images = job_images
         self.model = open_model(model)
         self.delay = float(os.environ.get("EWASTE_RAY_SHARD_DELAY_S") or 0)
 
@@ -140,7 +141,9 @@ class ShardScorer:
                 outputs, skipped = local.detect_files(self.model, local_paths)
                 images = [{**boxes_to_json(o), "path": shown[o.path]} for o in outputs]
             else:
-                probs, kept, skipped = local.label_probabilities(self.model, local_paths)
+                probs, kept, skipped = local.label_probabilities(
+                    self.model, local_paths, job_images=self.job_images or None
+                )
                 images = [
                     {"path": shown[p], "probs": row} for p, row in zip(kept, probs.tolist(), strict=True)
                 ]
@@ -229,10 +232,12 @@ class RayEngine:
         ray = start_ray(self.address)
         self.started_in_s = ray_start_seconds()
         items = [{"shard": index, "paths": json.dumps(shards[index])} for index in todo]
+        job_images = sum(len(shard) for shard in shards)
         dataset = ray.data.from_items(items, override_num_blocks=len(items))
         scored = dataset.map_batches(
             ShardScorer,
-            fn_constructor_kwargs={"model": str(self.model), "kind": kind},
+            # The job size decides compilation (as for the local engine), hence the exact numbers.
+            fn_constructor_kwargs={"model": str(self.model), "kind": kind, "job_images": job_images},
             batch_size=1,
             compute=ray.data.ActorPoolStrategy(size=self.workers),
             num_cpus=1,
