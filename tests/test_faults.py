@@ -34,17 +34,18 @@ from fault_runs import (
 )
 
 TRAIN = ["--backbone", "tiny", "--no-pretrained", "--image-size", "32", "--strategy", "full"]
-TRAIN += ["--max-epochs", "4", "--batch-size", "4", "--precision", "32", "--seed", "0"]
+TRAIN += ["--max-epochs", "6", "--batch-size", "4", "--precision", "32", "--seed", "0"]
 
 
 @pytest.mark.slow
 def test_killed_training_resumes_to_the_same_run(tmp_path: Path):
-    data = write_colour_classes(tmp_path / "colours", per_class=10)
+    # Enough steps per epoch that an idle machine cannot finish the run inside the kill delay.
+    data = write_colour_classes(tmp_path / "colours", per_class=40)
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     uninterrupted = subprocess.Popen(ewaste("train", str(data), "--out", str(whole), *TRAIN), env=quiet_env())
     last = killed / "checkpoints" / "last.ckpt"
     # Killed at a seeded random moment after the first epoch's checkpoint: mid-epoch, mid-write.
-    delay = random.Random(24).uniform(0.0, 0.6)
+    delay = random.Random(24).uniform(0.0, 0.3)
     code = kill_when(ewaste("train", str(data), "--out", str(killed), *TRAIN), last.is_file, delay)
     assert code == -9, "the run finished before it could be killed"
     assert not (killed / "model.pt").exists() and not (killed / "metrics.json").exists()

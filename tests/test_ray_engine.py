@@ -180,7 +180,7 @@ def test_a_remote_file_that_cannot_be_copied_is_skipped_not_fatal(tmp_path: Path
     monkeypatch.setattr(pafs, "FileSystem", RemoteIsLocal)
     monkeypatch.setattr(ray_engine, "MAX_REMOTE_FILE_BYTES", 10)
     scorer = object.__new__(ray_engine.ShardScorer)
-    scorer.kind, scorer.model, scorer.delay = "labels", OneClass(), 0.0
+    scorer.kind, scorer.model, scorer.delay, scorer.job_images = "labels", OneClass(), 0.0, 0
     names = [
         f"remote://{small}",
         f"remote://{big}",
