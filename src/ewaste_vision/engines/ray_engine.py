@@ -21,7 +21,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -179,10 +179,6 @@ class RayEngine:
     workers: int = 1
     parts: Path | None = None
     progress: bool = False
-    started_in_s: float = field(default=0.0, init=False)
-    """Seconds Ray took to start or connect (its start-up cost, apart from scoring)."""
-    shards_scored: int = field(default=0, init=False)
-    """Shards scored by this job (the rest came from the parts folder)."""
 
     def label_probabilities(
         self, paths: Sequence[str | Path], num_classes: int
@@ -230,7 +226,6 @@ class RayEngine:
         done: dict[int, dict[str, Any]],
     ) -> None:
         ray = start_ray(self.address)
-        self.started_in_s = ray_start_seconds()
         items = [{"shard": index, "paths": json.dumps(shards[index])} for index in todo]
         job_images = sum(len(shard) for shard in shards)
         dataset = ray.data.from_items(items, override_num_blocks=len(items))
@@ -254,7 +249,6 @@ class RayEngine:
                 if index not in done:  # a retried shard may be delivered twice: keep one
                     done[index] = result
                     store.save(index, result)
-                    self.shards_scored += 1
         except (ray.exceptions.RayError, RuntimeError) as exc:
             missing = len(shards) - len(done)
             raise UserError(
@@ -308,18 +302,13 @@ def _job_key(model: Path, kind: str, shards: list[list[str]]) -> str:
     return digest.hexdigest()
 
 
-_STARTED: dict[str, float] = {}
-
-
 def start_ray(address: str | None) -> Any:
     """Ray, connected to `address` or to a new instance on this machine; started once a process."""
     try:
         import ray
     except ImportError as exc:
         raise UserError('--engine ray needs Ray: pip install -e ".[ray]"') from exc
-    _STARTED["seconds"] = 0.0
     if not ray.is_initialized():
-        began = time.perf_counter()
         env = {name: os.environ[name] for name in TEST_HOOK_VARIABLES if name in os.environ}
         try:
             ray.init(
@@ -336,10 +325,4 @@ def start_ray(address: str | None) -> Any:
         ray.data.DataContext.get_current().enable_progress_bars = False
         # Ray Data logs every execution plan at INFO; the job's own progress bar says enough.
         logging.getLogger("ray.data").setLevel(logging.WARNING)
-        _STARTED["seconds"] = time.perf_counter() - began
     return ray
-
-
-def ray_start_seconds() -> float:
-    """Seconds the last `start_ray` took (0 when Ray was already running)."""
-    return _STARTED.get("seconds", 0.0)
