@@ -30,6 +30,7 @@ def main() -> None:
 
     from ewaste_vision.data.images import expand_image_paths
     from ewaste_vision.data.synth import write_component_crops
+    from ewaste_vision.engines import EngineSettings
     from ewaste_vision.engines.ray_engine import start_ray
     from ewaste_vision.io.atomic import write_json
     from ewaste_vision.predict import predict_paths
@@ -56,7 +57,7 @@ def main() -> None:
         results["ray_start_s"] = time.perf_counter() - began
         for workers in (int(w) for w in args.workers.split(",")):
             began = time.perf_counter()
-            rows, _ = predict_paths(run, paths, engine="ray", address=args.address, workers=workers)
+            rows, _ = predict_paths(run, paths, engine=EngineSettings("ray", args.address, workers))
             seconds = time.perf_counter() - began
             results[f"ray_{workers}_workers"] = {
                 "seconds": seconds,

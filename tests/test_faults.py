@@ -3,9 +3,9 @@
 A killed training run continued with `--resume` ends with the same files, the same weights and the
 same metrics as a run of the same seed that was never stopped (each epoch's order, augmentations
 and dropout are a function of the seed and the epoch: `training/resumable.py`); a killed lot
-valuation run again gives the same tables; a killed server leaves no half-written result file and
-serves again after a restart. The kill points are seeded; `bench/bench_faults.py` repeats the kills
-at many points.
+valuation run again detects only the boards it had not finished and gives the same tables; a
+killed server leaves no half-written result file and serves again after a restart. The kill
+points are seeded; `bench/bench_faults.py` repeats the kills at many points.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def test_killed_training_resumes_to_the_same_run(tmp_path: Path):
 
 @pytest.fixture(scope="module")
 def detector(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A one-epoch tiny detector and a lot of 12 boards (with YOLO labels)."""
+    """A one-epoch tiny detector and a lot of 72 boards (12 boards six times: three shards)."""
     root = tmp_path_factory.mktemp("value")
     boards = write_synthetic_boards(root / "boards", n=16, seed=3, size=96).parent
     run = root / "detect"
@@ -66,7 +66,7 @@ def detector(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     assert main(["train", str(boards), "--out", str(run), *tiny, *args]) == 0
     lot = root / "lot"
     lot.mkdir()
-    for index, image in enumerate(sorted((boards / "train" / "images").iterdir())[:12]):
+    for index, image in enumerate(sorted((boards / "train" / "images").iterdir())[:12] * 6):
         (lot / f"board{index:02d}.png").write_bytes(image.read_bytes())
     return run, lot
 
@@ -75,17 +75,19 @@ def detector(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def test_killed_lot_valuation_leaves_nothing_half_written(detector: tuple[Path, Path], tmp_path: Path):
     run, lot = detector
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    started = time.monotonic()
     run_ok(ewaste("value", str(run), str(lot), "--out", str(whole)))
-    # Killed at a seeded point between 40% and 80% of an uninterrupted run's time: mid-lot.
-    delay = random.Random(7).uniform(0.4, 0.8) * (time.monotonic() - started)
-    code = kill_when(ewaste("value", str(run), str(lot), "--out", str(killed)), None, delay)
+    # Killed at a seeded point just after its first shard of 32 boards was saved: mid-lot.
+    first_shard = killed / ".parts" / "shard-000000.json"
+    delay = random.Random(7).uniform(0.0, 0.2)
+    code = kill_when(ewaste("value", str(run), str(lot), "--out", str(killed)), first_shard.is_file, delay)
     assert code == -9, "the valuation finished before it could be killed"
+    saved = len(list((killed / ".parts").glob("shard-*.json")))
+    assert 1 <= saved < 3
     # Whatever was there at the kill is complete: atomic writes leave a file whole or absent.
-    if killed.exists():
-        for path in killed.rglob("*.csv"):
-            complete_csv_rows(path)
-    run_ok(ewaste("value", str(run), str(lot), "--out", str(killed)))
+    for path in killed.rglob("*.csv"):
+        complete_csv_rows(path)
+    resumed = run_ok(ewaste("value", str(run), str(lot), "--out", str(killed)))
+    assert f"resumed {saved} of 3 shards" in resumed.stderr  # the finished boards were not redone
     assert temporary_files(killed) == []
     assert_same_tables(whole, killed, replace=(str(whole), str(killed)))
 

@@ -57,3 +57,15 @@ def test_compiled_feature_extraction_matches_eager(tmp_path, make_image, monkeyp
     )
     assert compiled.shape == eager.shape == (2, 5, model.num_features)
     assert torch.allclose(compiled, eager, atol=1e-4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (the Ray engine's GPU workers)")
+def test_a_predictor_on_the_gpu_gives_the_cpu_probabilities_back_on_the_cpu():
+    images = torch.randn(5, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    torch.manual_seed(0)
+    model, _ = build_classifier("tiny", num_classes=5)
+    meta = ModelMeta("classify", list("abcde"), "tiny", 64, (0.5,) * 3, (0.5,) * 3)
+    on_cpu = Predictor(model, meta, precision="32", compile="never").probabilities(images)
+    on_gpu = Predictor(model, meta, precision="32", compile="never", device="cuda").probabilities(images)
+    assert on_gpu.device.type == "cpu"
+    assert torch.allclose(on_gpu, on_cpu, atol=1e-4), (on_gpu - on_cpu).abs().max()

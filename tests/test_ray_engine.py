@@ -146,6 +146,14 @@ def test_a_killed_job_resumes_without_redoing_finished_shards(runs: dict[str, Pa
     assert _rows(out) == _rows(reference)
 
 
+def test_asking_for_gpus_a_cluster_lacks_is_one_line(runs: dict[str, Path], capsys) -> None:  # type: ignore[no-untyped-def]
+    command = ["predict", str(runs["classify"]), str(runs["crops"]), "--engine", "ray", "--workers", "2"]
+    assert main([*command, "--gpus-per-worker", "1000"]) == 2
+    error = capsys.readouterr().err
+    assert "--workers 2 with --gpus-per-worker 1000 ask for 2000 GPUs and the Ray cluster has" in error
+    assert "Traceback" not in error and len(error.strip().splitlines()) == 1
+
+
 def test_unknown_engine_and_uri_without_ray_are_one_line_errors(runs: dict[str, Path], capsys) -> None:  # type: ignore[no-untyped-def]
     assert main(["predict", str(runs["classify"]), "s3://bucket/boards/"]) == 2
     assert "only with --engine ray" in capsys.readouterr().err

@@ -234,10 +234,17 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
         "--address", help="--engine ray: the Ray cluster's address (default: start Ray on this machine)"
     )
     parser.add_argument("--workers", type=int, default=1, help="--engine ray: model workers (default 1)")
+    parser.add_argument(
+        "--gpus-per-worker",
+        type=float,
+        help="--engine ray: GPUs per worker (default: the cluster's GPUs shared, at most 1 each; 0: none)",
+    )
 
 
 def _engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    return {"engine": args.engine, "address": args.address, "workers": args.workers}
+    from ewaste_vision.engines import EngineSettings
+
+    return {"engine": EngineSettings(args.engine, args.address, args.workers, args.gpus_per_worker)}
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:

@@ -10,6 +10,7 @@ import torch
 
 from ewaste_vision.data.records import ImageRecord
 from ewaste_vision.data.split_file import read_split_file
+from ewaste_vision.engines import EngineSettings
 from ewaste_vision.errors import DataError, UserError
 from ewaste_vision.inference import Predictor
 from ewaste_vision.io.atomic import write_json
@@ -23,9 +24,7 @@ def evaluate_run(
     split: str = "test",
     context: dict[str, Any] | None = None,
     progress: bool = False,
-    engine: str = "local",
-    address: str | None = None,
-    workers: int = 1,
+    engine: str | EngineSettings = "local",
 ) -> tuple[dict[str, Any], Path]:
     """Score the model in `run_dir` and write metrics, plots and a report.
 
@@ -38,9 +37,9 @@ def evaluate_run(
     Returns:
         The metrics and the report's path.
     """
-    from ewaste_vision.engines import check_engine
+    from ewaste_vision.engines import as_engine
 
-    check_engine(engine)
+    settings = as_engine(engine)
     if split not in EVAL_SPLITS:
         raise UserError(f"unknown split {split!r}; choose one of {', '.join(EVAL_SPLITS)}")
     run_dir = Path(run_dir)
@@ -60,10 +59,10 @@ def evaluate_run(
     if not chosen:
         raise DataError(f"{data or run_dir}: no images in the {split} split; try --split all")
 
-    if engine == "ray":
+    if settings.name == "ray":
         from ewaste_vision.engines.ray_engine import RayEngine
 
-        runner = RayEngine(run_dir, address, workers, out_dir / ".ray-parts", progress)
+        runner = RayEngine.from_settings(settings, run_dir, out_dir / ".ray-parts", progress)
         probs_array, kept, skipped = runner.label_probabilities(
             [r.path for r in chosen], len(class_names)
         )

@@ -28,6 +28,7 @@ class Predictor:
         precision: str = "auto",
         compile: str = "auto",
         batch_size: int = 32,
+        device: str = "cpu",
     ) -> None:
         """Args:
         model: the network; it is put in eval mode and channels-last memory format.
@@ -35,13 +36,15 @@ class Predictor:
         precision: `auto` (bf16 where native), `bf16` or `32`.
         compile: `auto` (compile for large jobs), `always` or `never`; see `CompiledForward`.
         batch_size: images per forward pass.
+        device: where the network runs (`cpu`, `cuda`, `cuda:1`); probabilities come back on the CPU.
         """
         if compile not in ("auto", "always", "never"):
             raise UserError(f"unknown compile setting {compile!r}; choose auto, always or never")
-        self.model = model.eval().to(memory_format=torch.channels_last)
+        self.device = device
+        self.model = model.eval().to(device).to(memory_format=torch.channels_last)
         self.meta = meta
         self.task = get_label_task(meta.task)
-        self.bf16 = use_bf16(precision)
+        self.bf16 = use_bf16(precision, device)
         self.transform = eval_transform(meta.image_size, meta.mean, meta.std)
         self.compile = compile
         self.batch_size = batch_size
@@ -59,14 +62,20 @@ class Predictor:
 
     @classmethod
     def from_run(
-        cls, run_dir: Path | str, precision: str = "auto", compile: str = "auto", batch_size: int = 32
+        cls,
+        run_dir: Path | str,
+        precision: str = "auto",
+        compile: str = "auto",
+        batch_size: int = 32,
+        device: str = "cpu",
     ) -> Predictor:
         """Load `run_dir/model.pt` (weights only, never unpickled objects)."""
         path = resolve_run_dir(run_dir)
         state, meta = read_model_file(path / "model.pt")
         label_tasks = tuple(name for name in available_tasks() if isinstance(get_task(name), LabelTask))
         require_task(meta, label_tasks, path, "this command")
-        return cls(load_classifier(state, meta, path / "model.pt"), meta, precision, compile, batch_size)
+        model = load_classifier(state, meta, path / "model.pt")
+        return cls(model, meta, precision, compile, batch_size, device)
 
     @torch.inference_mode()
     def probabilities(self, images: torch.Tensor, expected_images: int = 0) -> torch.Tensor:
@@ -75,10 +84,10 @@ class Predictor:
         `expected_images` is the size of the whole job; with `compile="auto"` large jobs are
         compiled (a one-off cost of 10-25 s that pays back after 1,000-2,000 images).
         """
-        images = images.contiguous(memory_format=torch.channels_last)
-        with autocast(self.bf16):
+        images = images.to(self.device).contiguous(memory_format=torch.channels_last)
+        with autocast(self.bf16, self.device):
             logits = self._forward(images, expected_images)
-        return self.task.probabilities(logits.float())
+        return self.task.probabilities(logits.float()).cpu()
 
     def predict_files(
         self, paths: Sequence[Path], progress: bool = False, job_images: int | None = None

@@ -18,6 +18,7 @@ from ewaste_vision.detect.data import boxes_to_pixels
 from ewaste_vision.detect.draw import SHOWN_CONFIDENCE
 from ewaste_vision.detect.metrics import DetectionPrediction
 from ewaste_vision.detect.predictor import Detector
+from ewaste_vision.engines import EngineSettings
 from ewaste_vision.inference import expand_image_paths
 from ewaste_vision.runs import resolve_run_dir
 from ewaste_vision.value import (
@@ -91,29 +92,30 @@ def value_lot(
     prices: Path | str | None = None,
     size_scaling: bool = False,
     table: PriceTable | None = None,
-    engine: str = "local",
-    address: str | None = None,
-    workers: int = 1,
+    engine: str | EngineSettings = "local",
 ) -> LotResult:
     """Detect, value and report a lot of board images (files or folders) with the run's detector.
 
-    `engine="ray"` detects on Ray (see `predict.predict_paths`); finished shards wait in
-    `OUT/.ray-parts/` so a stopped job resumes, and the lot is valued the same way either way.
+    `engine="ray"` detects on Ray (see `predict.predict_paths`). With either engine finished
+    shards of 32 boards wait in `OUT/.parts/` until the lot is whole, so the same command run
+    again after a kill detects only the boards it had not finished; the lot is valued the same way.
     """
-    from ewaste_vision.engines import check_engine, local
+    from ewaste_vision.engines import as_engine
 
-    check_engine(engine)
+    settings = as_engine(engine)
     run_dir = resolve_run_dir(run_dir)
     detector = Detector.from_run(run_dir)
     table = table or load_price_table(prices)
     paths = expand_image_paths(inputs)
-    if engine == "ray":
+    parts = Path(out_dir) / ".parts"
+    if settings.name == "ray":
         from ewaste_vision.engines.ray_engine import RayEngine
 
-        runner = RayEngine(run_dir, address, workers, Path(out_dir) / ".ray-parts")
-        outputs, unread = runner.detect_files(paths)
+        outputs, unread = RayEngine.from_settings(settings, run_dir, parts).detect_files(paths)
     else:
-        outputs, unread = local.detect_files(detector, paths)
+        from ewaste_vision.engines.shards import detect_in_shards
+
+        outputs, unread = detect_in_shards(detector, run_dir, paths, parts)
     skipped = [f"{path}: {reason}" for path, reason in unread]
     predicted: dict[str, list[Detection]] = {}
     truth: dict[str, list[Detection]] = {}

@@ -20,7 +20,7 @@ import numpy as np
 
 from ewaste_vision.data.images import expand_image_paths
 from ewaste_vision.detect.facts import SHOWN_CONFIDENCE
-from ewaste_vision.engines import check_engine, local
+from ewaste_vision.engines import EngineSettings, as_engine, local
 from ewaste_vision.engines.opening import open_model as open_model  # re-exported: the public name
 from ewaste_vision.engines.outputs import BoxesOutput
 from ewaste_vision.errors import UserError
@@ -38,29 +38,27 @@ def predict_paths(
     batch_size: int = 32,
     progress: bool = False,
     min_score: float | None = None,
-    engine: str = "local",
-    address: str | None = None,
-    workers: int = 1,
+    engine: str | EngineSettings = "local",
     parts: Path | None = None,
 ) -> tuple[Rows, list[tuple[Path, str]]]:
     """Prediction rows (see `Rows`) for the readable images, and the files that could not be read.
 
     `min_score` is the detect cut-off; None means `SHOWN_CONFIDENCE` (001's 0.5). `engine="ray"`
-    scores the images on Ray (`address`: a cluster, or None for one on this machine; `workers`
-    model copies; `parts`: where finished shards are kept so a stopped job resumes); inputs may
-    then also be pyarrow file-system URIs such as `s3://bucket/boards/`. Both engines give the
-    same rows in the same order.
+    (or `EngineSettings("ray", address, workers, gpus_per_worker)`) scores the images on Ray,
+    `parts` being where finished shards are kept so a stopped job resumes; inputs may then also be
+    pyarrow file-system URIs such as `s3://bucket/boards/`. Both engines give the same rows in the
+    same order.
     """
     if k < 1:
         raise UserError(f"--top-k must be at least 1, got {k}")
-    check_engine(engine)
+    settings = as_engine(engine)
     predictor = open_model(model, batch_size)
-    paths = expand_inputs(inputs, allow_uris=engine == "ray")
+    paths = expand_inputs(inputs, allow_uris=settings.name == "ray")
     cut_off = SHOWN_CONFIDENCE if min_score is None else min_score
-    if engine == "ray":
+    if settings.name == "ray":
         from ewaste_vision.engines.ray_engine import RayEngine
 
-        runner = RayEngine(Path(model), address, workers, parts, progress)
+        runner = RayEngine.from_settings(settings, model, parts, progress)
         if hasattr(predictor, "detect"):
             outputs, skipped = runner.detect_files(paths)
             return _detection_rows(outputs, predictor.class_names, cut_off), skipped
@@ -122,9 +120,7 @@ def predict_to_file(
     batch_size: int = 32,
     progress: bool = False,
     min_score: float | None = None,
-    engine: str = "local",
-    address: str | None = None,
-    workers: int = 1,
+    engine: str | EngineSettings = "local",
 ) -> tuple[Rows, list[tuple[Path, str]]]:
     """Predict and, when `out` is given, write `.csv` or `.parquet` (a row per image, or per box)
     or `.json`. With the Ray engine, finished shards wait in `OUT.parts/` until every shard is
@@ -133,9 +129,7 @@ def predict_to_file(
     if out is not None and suffix not in (".csv", ".json", ".parquet"):
         raise UserError(f"{out}: --out must end in .csv, .parquet or .json")
     parts = out.with_name(out.name + ".parts") if out is not None else None
-    rows, skipped = predict_paths(
-        model, inputs, k, batch_size, progress, min_score, engine, address, workers, parts
-    )
+    rows, skipped = predict_paths(model, inputs, k, batch_size, progress, min_score, engine, parts)
     if out is None:
         return rows, skipped
     if suffix == ".json":

@@ -80,6 +80,14 @@ class BoxClassifier:
         self.module = module.eval().to(memory_format=torch.channels_last)
         self.bf16 = bf16
         self.batch_size = batch_size
+        self.device = "cpu"
+
+    def to(self, device: str) -> BoxClassifier:
+        """This classifier with its network on `device` (crops are cut there; probabilities come
+        back on the CPU)."""
+        self.module.to(device)
+        self.device = device
+        return self
 
     @property
     def network(self) -> ImageClassifier:
@@ -96,11 +104,11 @@ class BoxClassifier:
     @torch.inference_mode()
     def probabilities(self, image: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         """Class probabilities [N, C + 1] (background last) of `boxes` [N, 4] in `image` [3, H, W]."""
-        batch, boxes = image[None].cpu(), boxes.cpu()
+        batch, boxes = image[None].to(self.device), boxes.to(self.device)
         parts = [torch.zeros(0, self.network.head.out_features)]
         for start in range(0, len(boxes), self.batch_size):
-            with autocast(self.bf16):
-                parts.append(self.module(batch, boxes[start : start + self.batch_size]))
+            with autocast(self.bf16, self.device):
+                parts.append(self.module(batch, boxes[start : start + self.batch_size]).float().cpu())
         return torch.cat(parts)
 
     def rescore(self, image: torch.Tensor, found: DetectionPrediction) -> DetectionPrediction:

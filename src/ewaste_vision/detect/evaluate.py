@@ -20,6 +20,7 @@ from ewaste_vision.detect.predictor import Detector
 from ewaste_vision.detect.scales import candidate_sizes, choose_sizes
 from ewaste_vision.detect.tile_merge import ArrayDetections
 from ewaste_vision.detect.tiling import as_arrays, as_tensors
+from ewaste_vision.engines import EngineSettings
 from ewaste_vision.errors import DataError
 from ewaste_vision.io.atomic import write_json
 from ewaste_vision.model_meta import ModelMeta
@@ -89,24 +90,22 @@ def evaluate_detector(
     split: str = "test",
     context: Mapping[str, Any] | None = None,
     progress: bool = False,
-    engine: str = "local",
-    address: str | None = None,
-    workers: int = 1,
+    engine: str | EngineSettings = "local",
 ) -> tuple[dict[str, Any], Path]:
     """Score the detector in `run_dir` on `split` of its own split.csv; write metrics.json,
     drawn predictions, curves and report.md into the run. Returns the metrics and the report.
 
     `engine="ray"` runs the detector on Ray (see `predict.predict_paths`)."""
-    from ewaste_vision.engines import check_engine
+    from ewaste_vision.engines import as_engine
 
-    check_engine(engine)
+    settings = as_engine(engine)
     run_dir = Path(run_dir)
     detector = Detector.from_run(run_dir)
     runner = None
-    if engine == "ray":
+    if settings.name == "ray":
         from ewaste_vision.engines.ray_engine import RayEngine
 
-        runner = RayEngine(run_dir, address, workers, run_dir / ".ray-parts", progress)
+        runner = RayEngine.from_settings(settings, run_dir, run_dir / ".ray-parts", progress)
     records = [r for r in read_split_file(run_dir / "split.csv") if r.split == split]
     if not records:
         raise DataError(f"{run_dir}: no images in the {split} split")

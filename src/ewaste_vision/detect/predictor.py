@@ -45,12 +45,15 @@ class Detector(DetectorFacts):
         precision: str = "auto",
         tile: str = "auto",
         box_classifier: BoxClassifier | None = None,
+        device: str = "cpu",
     ) -> None:
-        self.model = model.eval()
+        # Images go in and boxes come out on the CPU whatever `device` the networks run on.
+        self.device = device
+        self.model = model.eval().to(device)
         self.meta = meta
-        self.bf16 = use_bf16(precision)
+        self.bf16 = use_bf16(precision, device)
         self.tile = tile
-        self.box_classifier = box_classifier
+        self.box_classifier = box_classifier.to(device) if box_classifier is not None else None
         # One module per input size, all sharing the trained weights (see `detect.scales`).
         self.sized_models = [
             self.model if size == meta.image_size else at_input_size(self.model, size)
@@ -59,7 +62,12 @@ class Detector(DetectorFacts):
 
     @classmethod
     def from_run(
-        cls, run_dir: Path | str, precision: str = "auto", tile: str = "auto", box_classifier: bool = True
+        cls,
+        run_dir: Path | str,
+        precision: str = "auto",
+        tile: str = "auto",
+        box_classifier: bool = True,
+        device: str = "cpu",
     ) -> Detector:
         """The run's detector, with its box classifier unless `box_classifier` is False."""
         path = resolve_run_dir(run_dir)
@@ -70,16 +78,15 @@ class Detector(DetectorFacts):
             second = load_box_classifier(state, meta, use_bf16(precision)) if box_classifier else None
         except ValueError as exc:
             raise RunError(f"{path / 'model.pt'}: {exc}; train the run again") from None
-        return cls(model, meta, precision, tile, second)
+        return cls(model, meta, precision, tile, second, device)
 
     def at_sizes(self, sizes: Sequence[int]) -> Detector:
         """The same detector, box classifier, precision and tiling, detecting at input `sizes`
         instead of its run's (to measure what another choice of sizes would give)."""
         extra = {**self.meta.extra, "detect_sizes": [int(size) for size in sizes]}
         precision = "bf16" if self.bf16 else "32"
-        return Detector(
-            self.model, replace(self.meta, extra=extra), precision, self.tile, self.box_classifier
-        )
+        meta = replace(self.meta, extra=extra)
+        return Detector(self.model, meta, precision, self.tile, self.box_classifier, self.device)
 
     def load(self, path: Path) -> torch.Tensor:
         """A file as this detector's input, float [3, H, W] in [0, 1]."""
@@ -97,8 +104,10 @@ class Detector(DetectorFacts):
     def detect_batch(self, images: list[torch.Tensor]) -> list[Detections]:
         """Whole images (scaled to each of the run's input sizes, boxes merged); boxes in the
         images' pixels."""
-        with autocast(self.bf16):
+        images = [image.to(self.device) for image in images]
+        with autocast(self.bf16, self.device):
             per_size: list[list[dict[str, Any]]] = [model(images) for model in self.sized_models]
+        per_size = [[{key: value.cpu() for key, value in o.items()} for o in found] for found in per_size]
         if len(per_size) == 1:
             return [
                 DetectionPrediction(boxes=o["boxes"].float(), scores=o["scores"].float(), labels=o["labels"])
@@ -109,7 +118,7 @@ class Detector(DetectorFacts):
             found = merge_sizes(
                 [as_arrays(part) for part in parts], self.model.nms_thresh, self.model.detections_per_img
             )
-            merged.append(as_tensors(found, images[0].device))
+            merged.append(as_tensors(found, "cpu"))
         return merged
 
     def detect(self, images: Sequence[torch.Tensor], batch_size: int = 4) -> list[Detections]:

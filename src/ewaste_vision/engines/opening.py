@@ -8,9 +8,9 @@ from typing import Any
 from ewaste_vision.errors import RunError
 
 
-def open_model(model: Path | str, batch_size: int = 32) -> Any:
-    """A `Predictor` or `Detector` for a run directory, an `OnnxClassifier` or `OnnxDetector` for an
-    exported `.onnx` file."""
+def open_model(model: Path | str, batch_size: int = 32, device: str = "cpu") -> Any:
+    """A `Predictor` or `Detector` on `device` for a run directory, an `OnnxClassifier` or
+    `OnnxDetector` (ONNX Runtime on the CPU) for an exported `.onnx` file."""
     from ewaste_vision.export.runtime import OnnxClassifier, OnnxDetector, is_onnx_file, load_onnx
 
     path = Path(model)
@@ -27,7 +27,7 @@ def open_model(model: Path | str, batch_size: int = 32) -> Any:
     if meta.task == "detect":
         from ewaste_vision.detect.predictor import Detector
 
-        return Detector.from_run(path)
+        return Detector.from_run(path, device=device)
     from ewaste_vision.inference import Predictor
 
-    return Predictor.from_run(path, batch_size=batch_size)
+    return Predictor.from_run(path, batch_size=batch_size, device=device)

@@ -1,11 +1,12 @@
 """The Ray engine: a job's images scored by a pool of Ray workers with Ray Data's `map_batches`.
 
-The driver cuts the ordered list of images into shards (32 images by default), and Ray Data runs a
-callable class over them: each worker loads the run's model once and scores whole shards with the
-local engine's own code, so the answers are the local engine's. Results come back to the driver,
-which writes each finished shard atomically into a parts folder. Ray restarts a worker that dies
-and retries its shard; a job that stops all the same (the cluster went away) says how many shards
-are saved, and the same command run again scores only the rest.
+The driver cuts the ordered list of images into shards (32 images by default, `engines.shards`), and
+Ray Data runs a callable class over them: each worker loads the run's model once (onto its GPU
+when Ray gave it one) and scores whole shards with the local engine's own code, so the answers are
+the local engine's. Results come back to the driver, which writes each finished shard atomically
+into a parts folder. Ray restarts a worker that dies and retries its shard; a job that stops all
+the same (the cluster went away) says how many shards are saved, and the same command run again
+scores only the rest.
 
 Ray is an optional dependency (`pip install -e ".[ray]"`); nothing here imports it before a job
 asks for the Ray engine.
@@ -17,22 +18,19 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ewaste_vision.engines import EngineSettings
 from ewaste_vision.engines.outputs import BoxesOutput, Skipped, boxes_from_json, stack_probabilities
+from ewaste_vision.engines.shards import ShardResult, run_in_shards, shard_result
 from ewaste_vision.errors import UserError
-from ewaste_vision.io.atomic import write_json
-
-SHARD_IMAGES = 32
-"""Images per shard: one model call's batch for classifiers, and the unit a resumed job skips."""
 
 MAX_REMOTE_FILE_BYTES = 200_000_000
 """Largest remote file copied to a worker; a bigger one is skipped like an unreadable image."""
@@ -101,15 +99,16 @@ class ShardScorer:
 
         from ewaste_vision.engines.opening import open_model
 
-        assigned = _assigned_cpus()
-        torch.set_num_threads(max(1, assigned))
+        torch.set_num_threads(max(1, int(_assigned("CPU"))))
         pid_dir = os.environ.get("EWASTE_RAY_PID_DIR")
         if pid_dir:
             Path(pid_dir).mkdir(parents=True, exist_ok=True)
             (Path(pid_dir) / f"{os.getpid()}.pid").write_text(str(os.getpid()))
         self.kind = kind
         self.job_images = job_images
-        self.model = open_model(model)
+        # Ray sets CUDA_VISIBLE_DEVICES to the GPUs it gave this worker, so "cuda" is one of them.
+        self.device = "cuda" if _assigned("GPU") and torch.cuda.is_available() else "cpu"
+        self.model = open_model(model, device=self.device)
         self.delay = float(os.environ.get("EWASTE_RAY_SHARD_DELAY_S") or 0)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -118,9 +117,6 @@ class ShardScorer:
 
     def score(self, paths: list[str]) -> str:
         """One shard's outputs as JSON: `images` (probabilities or boxes) and `skipped`."""
-        from ewaste_vision.engines import local
-        from ewaste_vision.engines.outputs import boxes_to_json
-
         if self.delay:
             time.sleep(self.delay)
         with tempfile.TemporaryDirectory(prefix="ewaste-ray-") as folder:
@@ -137,27 +133,35 @@ class ShardScorer:
                     continue
                 local_paths.append(local_path)
                 shown[local_path] = name
-            if self.kind == "boxes":
-                outputs, skipped = local.detect_files(self.model, local_paths)
-                images = [{**boxes_to_json(o), "path": shown[o.path]} for o in outputs]
-            else:
-                probs, kept, skipped = local.label_probabilities(
-                    self.model, local_paths, job_images=self.job_images or None
-                )
-                images = [
-                    {"path": shown[p], "probs": row} for p, row in zip(kept, probs.tolist(), strict=True)
-                ]
-        unread = not_copied + [[shown[p], why] for p, why in skipped]
-        return json.dumps({"images": images, "skipped": unread})
+            result = shard_result(self.model, self.kind, local_paths, shown, self.job_images)
+        result["skipped"] = not_copied + result["skipped"]
+        return json.dumps(result)
 
 
-def _assigned_cpus() -> int:
+def _assigned(resource: str) -> float:
+    """How much of `resource` (CPU, GPU) Ray gave this worker; outside a worker, 1 CPU and no GPU."""
     try:
         import ray
 
-        return int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))
+        return float(ray.get_runtime_context().get_assigned_resources().get(resource, 0))
     except Exception:  # outside a Ray worker there is nothing assigned
-        return 1
+        return 1.0 if resource == "CPU" else 0.0
+
+
+def gpus_for_workers(requested: float | None, cluster_gpus: float, workers: int) -> float:
+    """GPUs each worker asks Ray for: `requested`, or (None) one each where the cluster has enough,
+    a share of them where it has fewer GPUs than workers, and none on a cluster without GPUs.
+
+    A request the cluster cannot meet would leave the job waiting for ever, so it is refused.
+    """
+    if requested is None:  # workers share the GPUs there are, at most one each
+        return min(1.0, cluster_gpus / workers)
+    if requested * workers > cluster_gpus:
+        raise UserError(
+            f"--workers {workers} with --gpus-per-worker {requested:g} ask for {requested * workers:g} "
+            f"GPUs and the Ray cluster has {cluster_gpus:g}; use fewer workers, a fraction, or 0"
+        )
+    return requested
 
 
 @dataclass
@@ -172,6 +176,8 @@ class RayEngine:
         parts: folder for finished shards, so a stopped job resumes; None keeps them in a
             temporary folder for the job alone.
         progress: show a progress bar of shards.
+        gpus_per_worker: GPUs each worker asks for; None shares the cluster's GPUs among the
+            workers, one at most each (see `gpus_for_workers`). ONNX files always run on the CPU.
     """
 
     model: Path
@@ -179,6 +185,14 @@ class RayEngine:
     workers: int = 1
     parts: Path | None = None
     progress: bool = False
+    gpus_per_worker: float | None = None
+
+    @classmethod
+    def from_settings(
+        cls, settings: EngineSettings, model: Path | str, parts: Path | None, progress: bool = False
+    ) -> RayEngine:
+        """The engine `settings` describe (`--address`, `--workers`, `--gpus-per-worker`)."""
+        return cls(Path(model), settings.address, settings.workers, parts, progress, settings.gpus_per_worker)
 
     def label_probabilities(
         self, paths: Sequence[str | Path], num_classes: int
@@ -197,35 +211,20 @@ class RayEngine:
     def _run(self, paths: Sequence[str | Path], kind: str) -> tuple[list[dict[str, Any]], Skipped]:
         if self.workers < 1:
             raise UserError(f"--workers must be at least 1, got {self.workers}")
-        names = [str(p) for p in paths]
-        shards = [names[i : i + SHARD_IMAGES] for i in range(0, len(names), SHARD_IMAGES)]
-        with tempfile.TemporaryDirectory(prefix="ewaste-ray-parts-") as scratch:
-            store = PartStore(self.parts or Path(scratch), _job_key(self.model, kind, shards))
-            done = store.load()
-            todo = [index for index in range(len(shards)) if index not in done]
-            if done:
-                logging.getLogger(__name__).warning(
-                    "resumed %d of %d shards from %s", len(done), len(shards), store.folder
-                )
-            if todo:
-                self._score_on_ray(shards, todo, kind, store, done)
-            images: list[dict[str, Any]] = []
-            skipped: Skipped = []
-            for index in range(len(shards)):
-                images.extend(done[index]["images"])
-                skipped.extend((p, why) for p, why in done[index]["skipped"])
-            store.remove()
-        return images, skipped
+        ray = ray_module()
+
+        def score(shards: list[list[str]], todo: list[int]) -> Iterable[tuple[int, ShardResult]]:
+            return self._score_on_ray(shards, todo, kind)
+
+        return run_in_shards(
+            self.model, paths, kind, self.parts, score, stops=(ray.exceptions.RayError, RuntimeError)
+        )
 
     def _score_on_ray(
-        self,
-        shards: list[list[str]],
-        todo: list[int],
-        kind: str,
-        store: PartStore,
-        done: dict[int, dict[str, Any]],
-    ) -> None:
+        self, shards: list[list[str]], todo: list[int], kind: str
+    ) -> Iterable[tuple[int, ShardResult]]:
         ray = start_ray(self.address)
+        gpus = gpus_for_workers(self.gpus_per_worker, ray.cluster_resources().get("GPU", 0), self.workers)
         items = [{"shard": index, "paths": json.dumps(shards[index])} for index in todo]
         job_images = sum(len(shard) for shard in shards)
         dataset = ray.data.from_items(items, override_num_blocks=len(items))
@@ -236,78 +235,29 @@ class RayEngine:
             batch_size=1,
             compute=ray.data.ActorPoolStrategy(size=self.workers),
             num_cpus=1,
+            num_gpus=gpus,
         )
         rows: Any = scored.iter_rows()
         if self.progress:
             from tqdm import tqdm
 
             rows = tqdm(rows, total=len(todo), unit="shard")
-        try:
-            for row in rows:
-                index = int(row["shard"])
-                result = json.loads(str(row["result"]))
-                if index not in done:  # a retried shard may be delivered twice: keep one
-                    done[index] = result
-                    store.save(index, result)
-        except (ray.exceptions.RayError, RuntimeError) as exc:
-            missing = len(shards) - len(done)
-            raise UserError(
-                f"the Ray job stopped ({type(exc).__name__}) with {missing} of {len(shards)} shards left; "
-                f"{len(done)} are saved in {store.folder}: run the same command again to resume"
-            ) from exc
+        for row in rows:
+            yield int(row["shard"]), json.loads(str(row["result"]))
 
 
-class PartStore:
-    """Finished shards of one job as JSON files in a folder, written atomically.
-
-    A folder left by another job (another model, other images) is cleared rather than mixed in.
-    """
-
-    def __init__(self, folder: Path, key: str) -> None:
-        self.folder = Path(folder)
-        self.key = key
-
-    def load(self) -> dict[int, dict[str, Any]]:
-        """The shards already finished by an earlier run of the same job."""
-        job_file = self.folder / "job.json"
-        if job_file.is_file():
-            try:
-                same_job = json.loads(job_file.read_text(encoding="utf-8")).get("key") == self.key
-            except (OSError, ValueError):
-                same_job = False
-            if not same_job:
-                shutil.rmtree(self.folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        write_json(job_file, {"key": self.key})
-        done: dict[int, dict[str, Any]] = {}
-        for part in sorted(self.folder.glob("shard-*.json")):
-            try:
-                done[int(part.stem.split("-")[1])] = json.loads(part.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                part.unlink()  # cannot be half-written (atomic), but never trust a damaged one
-        return done
-
-    def save(self, index: int, result: dict[str, Any]) -> None:
-        write_json(self.folder / f"shard-{index:06d}.json", result)
-
-    def remove(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-
-def _job_key(model: Path, kind: str, shards: list[list[str]]) -> str:
-    digest = hashlib.sha256()
-    model_file = Path(model) / "model.pt" if Path(model).is_dir() else Path(model)
-    stat = model_file.stat() if model_file.exists() else None
-    digest.update(json.dumps([str(model), stat.st_mtime_ns if stat else 0, kind, shards]).encode())
-    return digest.hexdigest()
-
-
-def start_ray(address: str | None) -> Any:
-    """Ray, connected to `address` or to a new instance on this machine; started once a process."""
+def ray_module() -> Any:
+    """The `ray` package, or a one-line `UserError` saying how to install it."""
     try:
         import ray
     except ImportError as exc:
         raise UserError('--engine ray needs Ray: pip install -e ".[ray]"') from exc
+    return ray
+
+
+def start_ray(address: str | None) -> Any:
+    """Ray, connected to `address` or to a new instance on this machine; started once a process."""
+    ray = ray_module()
     if not ray.is_initialized():
         env = {name: os.environ[name] for name in TEST_HOOK_VARIABLES if name in os.environ}
         try:
