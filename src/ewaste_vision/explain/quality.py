@@ -6,7 +6,8 @@ scores well:
     pointing game      is the map's peak inside a box of the class (Zhang et al., 2016; no
                        tolerance margin unless asked)
     energy in box      share of the map's mass inside the union of the class's boxes
-    ROAD               pytorch-grad-cam's `ROADCombined` (Rong et al., 2022): the change of the
+    ROAD               pytorch-grad-cam's `ROADCombined` (Rong et al., 2022; computed by
+                       `explain.road`, which gives its scores in less time): the change of the
                        class logit when the least relevant pixels are imputed minus when the most
                        relevant are, halved; higher is better. For the predicted class of each image.
 
@@ -190,12 +191,10 @@ def _road(
     classes: torch.Tensor,
     percentiles: Sequence[int],
 ) -> np.ndarray:
-    from pytorch_grad_cam.metrics.road import ROADCombined
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    from ewaste_vision.explain.road import road_combined
 
-    targets = [ClassifierOutputTarget(int(k)) for k in classes]
-    metric = ROADCombined(percentiles=list(percentiles))
-    return np.asarray(metric(images, maps.astype(np.float32), targets, model), dtype=np.float64)  # [b]
+    scores = road_combined(model, images, maps.astype(np.float32), classes.tolist(), percentiles)
+    return np.asarray(scores, dtype=np.float64)  # [b]
 
 
 def _per_class(
