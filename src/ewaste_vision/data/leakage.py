@@ -5,23 +5,30 @@ flipped, turned by quarter turns (stretched, when the photo was not square), sli
 sheared, cropped, grayscale, hue-shifted, brightened, blurred, with noise. Perceptual hashes catch
 only the first few of these, so copies are found as image retrieval does:
 
-1. shortlist: each image's nearest neighbours under two descriptors: a coarse, colour-free global
-   one (an equalised 16x16 thumbnail of the centre under all eight flips and quarter turns) and a
-   bag of ORB visual words (k-means words, tf-idf; it survives crops and stretched turns, which
-   move the global descriptor far away), plus every pair within a wide pHash distance;
-2. verification: ORB keypoints of both images (the second also mirrored) are matched both ways
-   and a similarity transform is fitted with RANSAC; the consistent matches are counted.
+1. shortlist: each image's nearest neighbours under three descriptors: a coarse, colour-free global
+   one (an equalised 16x16 thumbnail of the centre under all eight flips and quarter turns), the
+   same made from a median-filtered, contrast-limited equalised (CLAHE) image, which finds dark,
+   noisy and blurred copies, and a bag of ORB visual words (k-means words, tf-idf; it survives
+   crops and stretched turns, which move the global descriptors far away), plus every pair within
+   a wide pHash distance;
+2. keypoints: ORB keypoints of both images (the second also mirrored) are matched both ways and a
+   similarity transform is fitted with RANSAC; the consistent matches are counted;
+3. pixels: the pair is aligned by an affine ECC fit on small CLAHE images, started from the
+   keypoint transform or, for similar pairs, from the likeliest flips and turns, and the fine
+   detail of the two is correlated (`CopyEvidence.dense`). Copies of one photo agree pixel by
+   pixel; different photos of look-alike parts share keypoints, but not pixels.
 
 `copy_evidence` measures every shortlisted pair once (the expensive part); `group_copies` applies
-thresholds and closes the links transitively. Confident links (`CopySettings.min_inliers`,
-`phash_distance`) make copy groups; weaker ones (a few matches, a look-alike mutual nearest
-neighbour) only widen the groups a split keeps together (`CopyGroups.together`): a leak costs more
-than a slightly uneven split. OpenCV does the keypoint work (it comes with `grad-cam`); without it
-only the pHash stage runs.
+thresholds. Confident links (keypoints whose pixels agree, pixels alone, a close pHash) make copy
+groups, and two groups merge only where most pairs between them are linked (one chance link does
+not join two look-alike parts). Weaker evidence (a few matches, a look-alike nearest neighbour, an
+image with no copy and its best candidate) only widens the groups a split keeps together
+(`CopyGroups.together`): a leak costs more than a slightly uneven split. OpenCV does the keypoint
+and alignment work (it comes with `grad-cam`); without it only the pHash stage runs.
 
 On pcb-components, thresholds chosen on half of the sources and scored on the other half give pair
-precision 0.926 and recall 0.970 against `source_groups.csv` (with the source names that show one
-board merged); `ewaste data split` then leaves 4 of 403 sources with copies in two splits
+precision 1.000 and recall 0.991 against `source_groups.csv` (with the source names that show one
+board merged); `ewaste data split` then leaves none of the 403 sources with copies in two splits
 (BENCHMARKS.md, `bench/bench_leakage.py`).
 """
 
@@ -64,11 +71,35 @@ _VOCABULARY_SAMPLE = 40_000
 _EVIDENCE_PHASH = 14
 """Pairs within this invariant-pHash distance are always measured, whatever their neighbours."""
 
+_ONE_WAY_ENOUGH = 10
+"""Keypoint matches one way that spare matching the other way (measurements do not depend on thresholds)."""
+
+_DENSE_SIDE = 128
+"""Pairs are aligned pixel by pixel at this size (and at half of it first)."""
+
+_DENSE_TURNS = 3
+"""Flips and quarter turns tried when aligning a pair without keypoint matches (the most similar ones)."""
+
 
 @dataclass(frozen=True)
 class _Keypoints:
     points: np.ndarray  # (k, 2) float32 pixel positions
     descriptors: np.ndarray | None  # (k, 32) uint8 ORB descriptors
+
+
+@dataclass(frozen=True)
+class _Match:
+    inliers: int
+    transform: np.ndarray | None  # (2, 3) from the first image's pixels to the second's (320 px)
+    mirrored: bool  # the transform maps onto the second image mirrored left to right
+
+
+@dataclass(frozen=True)
+class _Dense:
+    fine: np.ndarray  # (128, 128) uint8, median-filtered and contrast-limited equalised (CLAHE)
+    coarse: np.ndarray  # (64, 64) uint8, the same at half the size
+    turns: np.ndarray  # (8, 256) unit 16x16 thumbnails of `coarse` under `_turn`, to pick turns to try
+    small: np.ndarray  # (64, 64) uint8, CLAHE of the 64 px median image: the shortlist's descriptor
 
 
 @dataclass(frozen=True)
@@ -88,15 +119,37 @@ class CopySettings:
         uncertain_phash: a larger pHash distance that keeps two images together.
         uncertain_similarity: global-descriptor similarity at which two images that are each
             other's nearest neighbour are kept together (blurred close-ups have few keypoints).
+        dense_candidates: nearest neighbours per image under a contrast-equalised thumbnail
+            (it finds dark, noisy and blurred copies), checked too.
+        search_similarity: pairs at least this similar under either thumbnail are also aligned
+            pixel by pixel from scratch (without keypoints), which costs about 10 ms a pair.
+        min_dense: the dense agreement (see `CopyEvidence.dense`) keypoint copies must also reach:
+            look-alike parts share keypoints but not pixels.
+        dense_alone: dense agreement that makes a copy by itself.
+        uncertain_dense: a lower dense agreement that keeps two images together.
+        min_linked_share: confident links join two groups of copies only where at least this
+            share of the pairs between them is linked (see `CopyEvidence.linked_groups`); the
+            split still keeps them together.
+        orphan_dense: an image with no copy is kept together with the candidate it agrees with
+            best (dense), where the agreement reaches this.
+        orphan_similarity: ... and with its most similar candidate, where the similarity reaches this.
     """
 
     candidates: int = 12
     word_candidates: int = 6
-    min_inliers: int = 10
-    phash_distance: int = 4
+    min_inliers: int = 8
+    phash_distance: int = 10
     uncertain_inliers: int = 8
     uncertain_phash: int = 10
     uncertain_similarity: float = 0.8
+    dense_candidates: int = 12
+    search_similarity: float = 0.6
+    min_dense: float = 0.5
+    dense_alone: float = 0.85
+    uncertain_dense: float = 0.6
+    min_linked_share: float = 0.5
+    orphan_dense: float = 0.5
+    orphan_similarity: float = 0.7
 
 
 @dataclass
@@ -125,6 +178,11 @@ class CopyEvidence:
         similarity: (m,) global-descriptor similarity (cosine, best of eight flips and turns).
         mutual_nearest: (m,) each image is the other's nearest neighbour under that similarity.
         inliers: (m,) consistent keypoint matches.
+        dense: (m,) agreement of the two images once aligned pixel by pixel: the correlation of
+            their fine detail (band-pass) after an affine alignment started from the keypoint
+            transform or, for similar pairs, searched from each likely flip and turn; -1 where
+            not measured or the overlap is too small. Copies of one photo agree; different
+            photos of look-alike parts do not, however many keypoints they share.
     """
 
     size: int
@@ -135,6 +193,7 @@ class CopyEvidence:
     similarity: np.ndarray = field(default_factory=lambda: np.zeros(0))
     mutual_nearest: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     inliers: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    dense: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def add(
         self,
@@ -143,13 +202,15 @@ class CopyEvidence:
         similarity: np.ndarray,
         mutual_nearest: np.ndarray,
         inliers: np.ndarray,
+        dense: np.ndarray | None = None,
     ) -> None:
-        """Set the measured pairs; `phash` is the full (r, r) distance matrix."""
+        """Set the measured pairs; `phash` is the full (r, r) distance matrix; `dense` -1 when None."""
         self.pairs = np.asarray(pairs, dtype=int).reshape(-1, 2)
         self.phash = phash[self.pairs[:, 0], self.pairs[:, 1]].astype(float)
         self.similarity = np.asarray(similarity, dtype=float)
         self.mutual_nearest = np.asarray(mutual_nearest, dtype=bool)
         self.inliers = np.asarray(inliers, dtype=float)
+        self.dense = np.full(len(self.pairs), -1.0) if dense is None else np.asarray(dense, dtype=float)
 
     def restricted(self, keep: Sequence[int]) -> CopyEvidence:
         """The evidence among the images `keep` (indexes of images) only, renumbered in that order."""
@@ -163,6 +224,7 @@ class CopyEvidence:
         subset.pairs = subset.pairs.reshape(-1, 2)
         subset.phash, subset.similarity = self.phash[inside], self.similarity[inside]
         subset.mutual_nearest, subset.inliers = self.mutual_nearest[inside], self.inliers[inside]
+        subset.dense = self.dense[inside]
         return subset
 
     def groups(self, linked: np.ndarray) -> list[int]:
@@ -176,6 +238,40 @@ class CopyEvidence:
         readable = set(self.readable)
         ids: dict[int, int] = {}
         return [ids.setdefault(find(i), len(ids)) if i in readable else -1 for i in range(self.size)]
+
+    def linked_groups(self, linked: np.ndarray, share: float) -> list[int]:
+        """Like `groups`, but two groups merge only where at least `share` of the pairs between
+        them are linked (average linkage), the strongest links (`dense`, then `inliers`) first.
+
+        All copies of one photo are copies of each other, so a true merge has links between most
+        of its members; two look-alike parts are joined by one or two chance links.
+        """
+        if share <= 0:
+            return self.groups(linked)
+        members: dict[int, list[int]] = {}
+        root: dict[int, int] = {}
+        first_with_md5: dict[str, int] = {}
+        for index in self.readable:
+            first = first_with_md5.setdefault(self.md5[index], index)
+            root[index] = root[first] if first != index else index
+            members.setdefault(root[index], []).append(index)
+        linked_pairs = [(self.readable[a], self.readable[b]) for a, b in self.pairs[linked].tolist()]
+        known = {frozenset(pair) for pair in linked_pairs}
+        known |= {frozenset((a, b)) for group in members.values() for a in group for b in group if a != b}
+        order = np.lexsort((-self.inliers[linked], -self.dense[linked]))
+        for position in order.tolist():
+            first, second = root[linked_pairs[position][0]], root[linked_pairs[position][1]]
+            if first == second:
+                continue
+            between = sum(frozenset((a, b)) in known for a in members[first] for b in members[second])
+            if between >= share * len(members[first]) * len(members[second]):
+                if len(members[first]) < len(members[second]):
+                    first, second = second, first
+                for index in members.pop(second):
+                    root[index] = first
+                    members[first].append(index)
+        ids: dict[int, int] = {}
+        return [ids.setdefault(root[i], len(ids)) if i in root else -1 for i in range(self.size)]
 
 
 def pair_precision_recall(
@@ -268,8 +364,8 @@ def copy_evidence(
     Args:
         paths: image files.
         fingerprints: `dedup` fingerprints (invariant mode); computed when not given.
-        settings: how many neighbours to shortlist (thresholds do not matter here, except
-            `min_inliers`: a pair that reaches it one way is not matched the other way too).
+        settings: how many neighbours to shortlist and which pairs to align from scratch
+            (`search_similarity`); the thresholds of `group_copies` do not matter here.
         progress: print a running count to stderr.
 
     Returns:
@@ -305,12 +401,15 @@ def copy_evidence(
         _progress(progress, "reading images for copies", done, len(readable))
     descriptors = np.stack([_global_descriptor(gray) for gray in loaded])  # (r, 8, 256)
     keypoints = []
+    dense_images = []
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # OpenCV releases the GIL
         for done, views in enumerate(pool.map(_keypoints, loaded), start=1):
             keypoints.append(views)
             _progress(progress, "finding keypoints", done, len(loaded))
+        dense_images = list(pool.map(_dense_images, loaded))
     del loaded
     similarity = _global_similarity(descriptors)  # (r, r), diagonal -inf
+    dense_similarity = _global_similarity(np.stack([_dense_descriptor(image) for image in dense_images]))
     words = _word_histograms(keypoints)  # (r, 2, K)
     word_similarity = np.maximum(words[:, 0] @ words[:, 0].T, words[:, 0] @ words[:, 1].T)
     word_similarity = np.maximum(word_similarity, word_similarity.T)
@@ -318,26 +417,41 @@ def copy_evidence(
 
     pairs = _nearest_pairs(similarity, settings.candidates)
     pairs |= _nearest_pairs(word_similarity, settings.word_candidates)
+    pairs |= _nearest_pairs(dense_similarity, settings.dense_candidates)
     pairs |= {(int(i), int(j)) for i, j in np.argwhere(np.triu(phash <= _EVIDENCE_PHASH, 1))}
     ordered = np.array(sorted(pairs), dtype=int).reshape(-1, 2)
     nearest = _mutual_nearest(similarity)
+    searched = (
+        np.maximum(similarity, dense_similarity)[ordered[:, 0], ordered[:, 1]] >= settings.search_similarity
+    )
 
-    def measure(pair: tuple[int, int]) -> int:
-        first, second = pair
-        found = _inliers(keypoints[first], keypoints[second])
-        if found < settings.min_inliers:  # the ratio test is not symmetric: try the other way
-            found = max(found, _inliers(keypoints[second], keypoints[first]))
-        return found
+    def measure(task: tuple[int, int, bool]) -> tuple[int, float]:
+        first, second, search = task
+        match = _match(keypoints[first], keypoints[second])
+        if match.inliers < _ONE_WAY_ENOUGH:  # the ratio test is not symmetric: try the other way
+            other = _match(keypoints[second], keypoints[first])
+            if other.inliers > match.inliers:
+                match, first, second = other, second, first
+        dense = -1.0
+        if match.transform is not None and match.inliers >= 3:
+            dense = _dense_from_match(dense_images[first], dense_images[second], match)
+        if search:
+            dense = max(dense, _dense_search(dense_images[first], dense_images[second]))
+        return match.inliers, dense
 
     # OpenCV releases the GIL while matching, so threads use every core; each pair is measured
     # on its own, so the result does not depend on their number or order.
     inliers = np.zeros(len(ordered))
+    dense = np.full(len(ordered), -1.0)
+    tasks = [
+        (int(i), int(j), bool(search)) for (i, j), search in zip(ordered.tolist(), searched, strict=True)
+    ]
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        for done, found in enumerate(pool.map(measure, map(tuple, ordered.tolist())), start=1):
-            inliers[done - 1] = found
+        for done, (found, agreement) in enumerate(pool.map(measure, tasks), start=1):
+            inliers[done - 1], dense[done - 1] = found, agreement
             _progress(progress, "checking candidate copies", done, len(ordered))
     mutual = np.array([nearest[i] == j and nearest[j] == i for i, j in ordered.tolist()], dtype=bool)
-    evidence.add(ordered, phash, similarity[ordered[:, 0], ordered[:, 1]], mutual, inliers)
+    evidence.add(ordered, phash, similarity[ordered[:, 0], ordered[:, 1]], mutual, inliers, dense)
     return evidence
 
 
@@ -353,14 +467,44 @@ def group_copies(evidence: CopyEvidence, settings: CopySettings | None = None) -
         uncertain links.
     """
     settings = settings or CopySettings()
-    confident = (evidence.inliers >= settings.min_inliers) | (evidence.phash <= settings.phash_distance)
+    confident = (
+        ((evidence.inliers >= settings.min_inliers) & (evidence.dense >= settings.min_dense))
+        | (evidence.dense >= settings.dense_alone)
+        | (evidence.phash <= settings.phash_distance)
+    )
     uncertain = (
         confident
         | (evidence.inliers >= settings.uncertain_inliers)
         | (evidence.phash <= settings.uncertain_phash)
         | (evidence.mutual_nearest & (evidence.similarity >= settings.uncertain_similarity))
+        | (evidence.dense >= settings.uncertain_dense)
     )
-    return CopyGroups(copies=evidence.groups(confident), together=evidence.groups(uncertain))
+    copies = evidence.linked_groups(confident, settings.min_linked_share)
+    # An image with no copy is kept with its best-agreeing and its most similar candidate: some
+    # copies (a dark, turned crop) agree with their source no better than look-alikes do.
+    sizes = Counter(copies)
+    alone = np.array([sizes[copies[index]] == 1 for index in evidence.readable], dtype=bool)
+    uncertain |= _best_pair_of_each(evidence.pairs, evidence.dense, alone, settings.orphan_dense)
+    uncertain |= _best_pair_of_each(evidence.pairs, evidence.similarity, alone, settings.orphan_similarity)
+    return CopyGroups(copies=copies, together=evidence.groups(uncertain))
+
+
+def _best_pair_of_each(
+    pairs: np.ndarray, values: np.ndarray, chosen: np.ndarray, at_least: float
+) -> np.ndarray:
+    """(m,) True at the pair of highest `values` of every row where `chosen`, if it reaches `at_least`."""
+    linked = np.zeros(len(pairs), dtype=bool)
+    if not len(pairs):
+        return linked
+    ends = np.concatenate([pairs[:, 0], pairs[:, 1]])
+    scores = np.concatenate([values, values])
+    positions = np.concatenate([np.arange(len(pairs)), np.arange(len(pairs))])
+    order = np.lexsort((positions, -scores, ends))  # by row, best value first, then pair order
+    rows, first = np.unique(ends[order], return_index=True)
+    best = order[first]
+    keep = chosen[rows] & (scores[best] >= at_least)
+    linked[positions[best[keep]]] = True
+    return linked
 
 
 def read_source_groups(root: Path, source_csv: Path | None = None) -> tuple[list[Path], list[str]]:
@@ -553,14 +697,14 @@ def _keypoints(gray: Image.Image) -> tuple[_Keypoints, _Keypoints]:
     return found[0], found[1]
 
 
-def _inliers(first: tuple[_Keypoints, _Keypoints], second: tuple[_Keypoints, _Keypoints]) -> int:
+def _match(first: tuple[_Keypoints, _Keypoints], second: tuple[_Keypoints, _Keypoints]) -> _Match:
     """Most matches of `first` (upright) consistent with one similarity transform onto `second`."""
     import cv2
 
     matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
     query = first[0]
-    best = 0
-    for target in second:
+    best = _Match(0, None, False)
+    for mirrored, target in zip((False, True), second, strict=True):
         if query.descriptors is None or target.descriptors is None:
             continue
         if len(query.descriptors) < 5 or len(target.descriptors) < 5:
@@ -583,6 +727,116 @@ def _inliers(first: tuple[_Keypoints, _Keypoints], second: tuple[_Keypoints, _Ke
         inlying = source[mask.reshape(-1) > 0]
         # Copies are cropped or zoomed by well under 2x, and agree over an area, not at one spot.
         spread = np.ptp(inlying, axis=0).max() if len(inlying) else 0.0
-        if 0.5 < scale < 2.0 and spread >= _KEYPOINT_SIDE * 0.15:
-            best = max(best, len(inlying))
+        if 0.5 < scale < 2.0 and spread >= _KEYPOINT_SIDE * 0.15 and len(inlying) > best.inliers:
+            best = _Match(len(inlying), transform, mirrored)
+    return best
+
+
+def _turn(pixels: np.ndarray, turn: int) -> np.ndarray:
+    """`pixels` under the `turn`-th (0-7) flip or quarter turn: transposed from 4 on, then turned."""
+    if turn >= 4:
+        pixels = pixels.T
+    return np.ascontiguousarray(np.rot90(pixels, turn % 4))
+
+
+def _clahe(pixels: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return cv2.createCLAHE(clipLimit=2.0, tileGridSize=(4, 4)).apply(pixels)
+
+
+def _dense_images(gray: Image.Image) -> _Dense:
+    """The small, contrast-equalised images pairs are aligned on, pixel by pixel.
+
+    The median filter (at full size) removes salt-and-pepper noise; CLAHE lifts dark and washed-out
+    copies to the contrast of the others, so that brightness augmentation no longer hides them.
+    """
+    import cv2
+
+    pixels = cv2.medianBlur(np.asarray(gray), 3)
+    pixels = np.asarray(
+        Image.fromarray(pixels).resize((_KEYPOINT_SIDE, _KEYPOINT_SIDE), Image.Resampling.BOX)
+    )
+    equalised = _clahe(cv2.resize(pixels, (2 * _DENSE_SIDE, 2 * _DENSE_SIDE), interpolation=cv2.INTER_AREA))
+    fine = cv2.resize(equalised, (_DENSE_SIDE, _DENSE_SIDE), interpolation=cv2.INTER_AREA)
+    coarse = cv2.resize(equalised, (_DENSE_SIDE // 2, _DENSE_SIDE // 2), interpolation=cv2.INTER_AREA)
+    thumb = cv2.resize(_smooth(coarse), (16, 16), interpolation=cv2.INTER_AREA)
+    turns = np.stack([_turn(thumb, turn).reshape(-1) for turn in range(8)])
+    turns -= turns.mean(axis=1, keepdims=True)
+    small = _clahe(cv2.resize(pixels, (64, 64), interpolation=cv2.INTER_AREA))
+    return _Dense(fine, coarse, turns / (np.linalg.norm(turns, axis=1, keepdims=True) + 1e-6), small)
+
+
+def _dense_descriptor(images: _Dense) -> np.ndarray:
+    """(8, 256) unit vectors: the contrast-equalised 64 px image, nearly whole, under each turn."""
+    import cv2
+
+    small = cv2.GaussianBlur(images.small[4:60, 4:60].astype(np.float32), (0, 0), 1)
+    small = cv2.resize(small, (16, 16), interpolation=cv2.INTER_AREA)
+    variants = np.stack([_turn(small, turn).reshape(-1) for turn in range(8)])
+    variants -= variants.mean(axis=1, keepdims=True)
+    return variants / (np.linalg.norm(variants, axis=1, keepdims=True) + 1e-6)
+
+
+def _smooth(pixels: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return cv2.GaussianBlur(pixels.astype(np.float32), (0, 0), 1.0)
+
+
+def _ecc(template: np.ndarray, image: np.ndarray, warp: np.ndarray, iterations: int) -> np.ndarray:
+    """The affine warp that best aligns `image` to `template` (ECC), from `warp`; `warp` if it fails."""
+    import cv2
+
+    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, iterations, 1e-3)
+    try:
+        _, found = cv2.findTransformECC(  # type: ignore[call-overload]
+            template, image, warp.astype(np.float32), cv2.MOTION_AFFINE, criteria, None, 1
+        )
+    except cv2.error:  # no convergence (flat images, a poor start)
+        return warp.astype(np.float32)
+    return found
+
+
+def _agreement(template: np.ndarray, image: np.ndarray, warp: np.ndarray) -> float:
+    """Correlation of the fine detail (band-pass) of `template` and `image` warped onto it, over
+    their overlap; -1 when the overlap is under a quarter of the image."""
+    import cv2
+
+    side = template.shape[0]
+    flags = cv2.WARP_INVERSE_MAP
+    warped = cv2.warpAffine(image, warp, (side, side), flags=cv2.INTER_LINEAR + flags)
+    ones = cv2.warpAffine(np.ones_like(image), warp, (side, side), flags=cv2.INTER_NEAREST + flags)
+    inside = cv2.erode(ones, np.ones((5, 5), np.uint8)) > 0.5
+    if inside.mean() < 0.25:
+        return -1.0
+    first = (template - cv2.GaussianBlur(template, (0, 0), side / 32))[inside]
+    second = (warped - cv2.GaussianBlur(warped, (0, 0), side / 32))[inside]
+    first, second = first - first.mean(), second - second.mean()
+    return float(first @ second / np.sqrt((first @ first) * (second @ second) + 1e-9))
+
+
+def _dense_from_match(first: _Dense, second: _Dense, match: _Match) -> float:
+    """`_agreement` after refining the keypoint transform of `match` (first onto second) by ECC."""
+    assert match.transform is not None
+    template, image = _smooth(first.fine), _smooth(second.fine)
+    if match.mirrored:
+        image = np.ascontiguousarray(image[:, ::-1])
+    warp = match.transform.astype(np.float32).copy()
+    warp[:, 2] *= _DENSE_SIDE / _KEYPOINT_SIDE
+    return _agreement(template, image, _ecc(template, image, warp, 20))
+
+
+def _dense_search(first: _Dense, second: _Dense) -> float:
+    """Best `_agreement` over the likeliest turns of `second`, each aligned by ECC from scratch:
+    coarse first, then at full dense size. Finds copies that give no keypoints (dark, blurred)."""
+    likeliest = np.argsort(-(second.turns @ first.turns[0]))[:_DENSE_TURNS]
+    template_coarse, template = _smooth(first.coarse), _smooth(first.fine)
+    best = -1.0
+    for turn in likeliest.tolist():
+        # `turns[t]` is second's thumbnail under turn t, compared with first's upright thumbnail.
+        warp = _ecc(template_coarse, _smooth(_turn(second.coarse, turn)), np.eye(2, 3), 30)
+        warp[:, 2] *= 2
+        image = _smooth(_turn(second.fine, turn))
+        best = max(best, _agreement(template, image, _ecc(template, image, warp, 20)))
     return best
