@@ -21,12 +21,13 @@ def test_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert components["accuracy"] > 0.6 > components["baseline_accuracy"]
     boards = json.loads((demo / "runs" / "boards" / "metrics.json").read_text())
     # The board model must beat predicting every class (0.598 against 0.607 on the old whole-board
-    # scenes, issue 23), and its heatmaps must find the parts far more often than a centred blob.
+    # scenes, issue 23), and its heatmaps must find the parts far more often than a centred blob
+    # (seed 0 at 320 px: micro-F1 0.671 against 0.400, pointing 0.69 against 0.28 over 74 pairs).
     assert boards["micro_f1"] >= boards["baseline_micro_f1"] + 0.05
     pairs = boards["cam_pointing"].values()
     pointing = sum(c["cam"] * c["n"] for c in pairs) / sum(c["n"] for c in pairs)
     centre = sum(c["centre_baseline"] * c["n"] for c in pairs) / sum(c["n"] for c in pairs)
-    assert pointing >= max(0.4, centre + 0.1)
+    assert pointing >= max(0.55, centre + 0.2)
     summary = (demo / "report.md").read_text()
     assert "pointing game" in summary.lower()
     panels = [line for line in summary.splitlines() if line.startswith("![") and "panel.png" in line]
