@@ -46,7 +46,8 @@ def run_seed(work: Path, seed: int, args: argparse.Namespace) -> dict[str, Any]:
         count_range=tuple(args.count_range),
     )
     drawn = time.perf_counter()
-    settings = {"strategy": args.strategy, "image_size": args.image_size}
+    settings: dict[str, Any] = {"strategy": args.strategy, "image_size": args.image_size}
+    settings["extra"] = dict(DEMO_BOARD_TRAINING.get("extra", {}))  # the demo's ROAD images
     if args.max_epochs:
         settings["max_epochs"] = args.max_epochs
     config = TrainConfig(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from pytorch_grad_cam.metrics.road import NoisyLinearImputer, ROADCombined, neighbors_weights
@@ -47,3 +49,27 @@ def test_road_scores_equal_pytorch_grad_cams_bit_for_bit() -> None:
     assert np.array_equal(ours, np.asarray(theirs))
     torch.manual_seed(8)  # the noise matters: another draw gives other scores
     assert not np.array_equal(road_combined(model, images, maps, classes, percentiles), ours)
+
+
+def test_a_run_asks_for_fewer_road_images_and_keeps_the_setting(tmp_path: Path) -> None:
+    from ewaste_vision.config import TrainConfig
+    from ewaste_vision.data.synth import write_synthetic_boards
+    from ewaste_vision.evaluate import evaluate_run
+    from ewaste_vision.training.trainer import train
+
+    data = write_synthetic_boards(tmp_path / "boards", n=40, seed=2, size=128).parent
+    config = TrainConfig(
+        data=str(data),
+        out=str(tmp_path / "run"),
+        task="multilabel",
+        backbone="tiny",
+        image_size=64,
+        head_epochs=2,
+        extra={"road_images": 2},
+    )
+    result = train(config, progress=False)
+    assert result is not None
+    assert result.metrics["cam_images"] > 2 and result.metrics["cam_road_images"] == 2
+    assert sum(row["n"] for row in result.metrics["cam_road"].values()) == 2  # one class per image
+    metrics, _ = evaluate_run(result.run_dir)  # the setting travels with the run
+    assert metrics["cam_road_images"] == 2

@@ -13,12 +13,15 @@ from ewaste_vision.report.markdown import markdown_table
 CAM_QUALITY_IMAGES = 48
 """Images scored for pointing game and energy; enough for a per-class picture, cheap on a CPU."""
 ROAD_IMAGES = 8
-"""Images scored with ROAD, which needs two sparse solves per image and percentile."""
+"""Images scored with ROAD, which needs two sparse solves per image and percentile. A run may ask
+for another number with the task setting `road_images` (`TrainConfig.extra`, kept in the run's
+`meta.extra`, so `ewaste evaluate` scores it the same way); the demo asks for 4."""
 ROAD_PERCENTILES = (20, 50, 80)
 
 
 def heatmap_quality(predictor: Any, records: list[ImageRecord]) -> tuple[dict[str, Any], list[str]]:
-    """`cam_pointing`, `cam_energy_in_box` and `cam_road` for `metrics.json`, and a report section.
+    """`cam_pointing`, `cam_energy_in_box`, `cam_road` (and how many images each covers) for
+    `metrics.json`, and a report section.
 
     Returns empty results when no record has boxes (nothing to compare heatmaps with).
     """
@@ -35,10 +38,13 @@ def heatmap_quality(predictor: Any, records: list[ImageRecord]) -> tuple[dict[st
     model = predictor.model.to(memory_format=torch.contiguous_format)
     boxes = [list(r.boxes) for r in with_boxes]
     scores = cam_quality(model, images, boxes, meta.class_names, backbone=meta.backbone, road=False)
+    road_images = int(meta.extra.get("road_images", ROAD_IMAGES))
+    if road_images < 1:
+        raise ValueError(f"road_images must be at least 1, got {road_images}")
     road = cam_quality(
         model,
-        images[:ROAD_IMAGES],
-        boxes[:ROAD_IMAGES],
+        images[:road_images],
+        boxes[:road_images],
         meta.class_names,
         backbone=meta.backbone,
         road=True,
@@ -50,6 +56,7 @@ def heatmap_quality(predictor: Any, records: list[ImageRecord]) -> tuple[dict[st
         "cam_pointing": scores["cam_pointing"],
         "cam_energy_in_box": scores["cam_energy_in_box"],
         "cam_road": road,
+        "cam_road_images": min(road_images, len(with_boxes)),
     }
     return metrics, [_section(metrics)]
 

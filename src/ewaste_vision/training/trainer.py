@@ -134,6 +134,7 @@ def train_labels(task: LabelTask, config: TrainConfig, progress: bool = True) ->
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     if best_state is not None:
         model.load_state_dict(best_state)
+    meta.extra.update(config.extra)  # task settings travel with the run (e.g. `road_images`)
     meta.extra.update(_decision_settings(task, model, meta, dataset))
     if config.init:
         meta.extra["init_from"] = weights_source  # the run says where its weights came from
