@@ -104,3 +104,23 @@ def train_tiny_runs() -> TinyRuns:
         return {name: root / name for name in commands}
 
     return train
+
+
+LONGEST_FILES_FIRST = (
+    "test_demo.py",
+    "test_real_multilabel.py",
+    "test_ray_engine.py",
+    "test_real_data.py",
+    "test_bad_corpus.py",
+    "test_detect.py",
+    "test_ddp.py",
+    "test_faults.py",
+)
+"""Test files that each take minutes, longest first (measured with `--durations=0`). The suite runs
+on two pytest-xdist workers a file each (`--dist loadfile`, see pyproject.toml), and a file that
+starts last ends last: started first, the longest ones overlap the many short ones."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {name: index for index, name in enumerate(LONGEST_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order kept
