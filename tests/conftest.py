@@ -116,9 +116,9 @@ LONGEST_FILES_FIRST = (
     "test_ddp.py",
     "test_faults.py",
 )
-"""Test files that each take minutes, longest first (measured with `--durations=0`). The suite runs
-on two pytest-xdist workers a file each (`--dist loadfile`, see pyproject.toml), and a file that
-starts last ends last: started first, the longest ones overlap the many short ones."""
+"""Test files that each take minutes, longest first (measured with `--durations=0`). Under
+pytest-xdist (pyproject.toml) the scheduler orders files itself; with `-n 0` the long files run
+first, so a failure in them shows early."""
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
