@@ -146,6 +146,28 @@ def test_every_aggregate_gives_one_vector_per_image_and_trains_the_head(aggregat
         assert model.aggregator.weight_logits.grad is not None
 
 
+def test_the_head_on_cached_looks_is_the_network_and_its_cache_follows_the_head():
+    """Training on cached looks trains the same function the network computes on images, and a
+    changed classifier (which moves the crops) never reads the looks cached under the old one."""
+    from ewaste_vision.training.icam_looks import LooksHead, head_digest
+
+    torch.manual_seed(0)
+    model = IcamClassifier(BrightnessBackbone(), 2, 0.3, 3, "weighted", 0.5).eval()
+    with torch.no_grad():
+        model.aggregator.weight_logits.copy_(torch.tensor([0.5, -0.2, 0.1]))  # type: ignore[union-attr]
+    images = torch.rand(4, 3, SIDE, SIDE)
+    looks = model.look_features(images)  # [N, B, F]
+    assert looks.shape == (3, 4, BrightnessBackbone.num_features)
+    head = LooksHead(model).eval()
+    assert torch.allclose(head(looks.transpose(0, 1)), model(images), atol=1e-6)
+    assert set(head.parameters()) == {model.head.weight, model.head.bias, model.aggregator.weight_logits}
+
+    before = head_digest(model)
+    with torch.no_grad():
+        model.head.weight[0, 0] += 1e-3
+    assert head_digest(model) != before
+
+
 @pytest.fixture(scope="module")
 def icam_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A tiny iCAM run (3 iterations, backbone frozen) on synthetic class folders."""
@@ -175,6 +197,8 @@ def test_an_icam_run_saves_its_head_and_serves_every_command(icam_run: tuple[Pat
     }
     assert "aggregator.weight_logits" in state
     assert (run / "probe" / "checkpoints").is_dir()  # the cached first-view probe warmed the head
+    for round_dir in ("looks-1", "looks-2"):  # then aggregator and head trained on cached looks
+        assert (run / round_dir / "checkpoints" / "best.ckpt").is_file()
     predictor = Predictor.from_run(run, precision="32", compile="never")
     assert isinstance(predictor.model, IcamClassifier) and predictor.model.iterations == 3
 

@@ -114,12 +114,22 @@ class IcamClassifier(ImageClassifier):
         return self.head
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.aggregated_features(images))  # [B, num_classes]
+        return self.classify_looks(self.look_features(images))  # [B, num_classes]
 
     def aggregated_features(self, images: torch.Tensor) -> torch.Tensor:
         """Images [B, 3, S, S] (normalised) -> the aggregated pooled features [B, F]."""
+        return self.aggregator(self.look_features(images))
+
+    def look_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Images [B, 3, S, S] (normalised) -> each look's pooled features [N, B, F], before the
+        aggregator: what a frozen backbone's iCAM training caches (`training.icam_looks`)."""
         pooled, _, _, _ = self._look(images, keep_maps=False)
-        return self.aggregator(pooled)
+        return pooled
+
+    def classify_looks(self, looks: torch.Tensor) -> torch.Tensor:
+        """Pooled features of the N looks [N, B, F] -> logits [B, num_classes]: `forward` after
+        the backbone passes."""
+        return self.forward_head(self.aggregator(looks))
 
     def trace(self, images: torch.Tensor) -> IcamTrace:
         """The forward pass with its views' boxes and CAMs (the last view's CAM too)."""

@@ -33,17 +33,22 @@ def extract_pooled_features(
     batch_size: int = 32,
     bf16: bool = False,
     progress: bool = False,
+    looks: bool = False,
 ) -> torch.Tensor:
     """Features [views, N, C]: view 0 is the evaluation view, view 1 its mirror image.
 
+    With `looks` (an `IcamClassifier`), every iCAM look's features: [views, N, looks, C], the
+    crops chosen by the model's head as it is now.
+
     Jobs of `COMPILE_MIN_IMAGES` passes or more run through the compiled, weight-frozen forward
-    pass, about twice as fast as eager on bf16 CPUs once its one-off compile is paid.
+    pass, about twice as fast as eager on bf16 CPUs once its one-off compile is paid (not iCAM's
+    looks: their crops depend on the head, which the compiled pass would freeze).
     """
     model.eval()
     model.to(memory_format=torch.channels_last)
-    pooled_features = PooledFeatures(model)
+    pooled_features = LookFeatures(model) if looks else PooledFeatures(model)
     forward: torch.nn.Module | CompiledForward = pooled_features
-    if len(paths) * views >= COMPILE_MIN_IMAGES:
+    if len(paths) * views >= COMPILE_MIN_IMAGES and not looks:
         forward = CompiledForward(pooled_features, batch_size)
     dataset = ImageFileDataset(
         paths, torch.zeros(len(paths)), eval_transform(image_size, mean, std), image_size
@@ -62,7 +67,10 @@ def extract_pooled_features(
             pooled = [forward(v).float() for v in batch_views]
         chunks.append(torch.stack(pooled))  # [views, B, C]
     model.to(memory_format=torch.contiguous_format)
-    return torch.cat(chunks, dim=1) if chunks else torch.zeros(views, 0, model.num_features)
+    if chunks:
+        return torch.cat(chunks, dim=1)
+    look_shape = (getattr(model, "iterations", 1),) if looks else ()
+    return torch.zeros(views, 0, *look_shape, model.num_features)
 
 
 class PooledFeatures(torch.nn.Module):
@@ -74,6 +82,17 @@ class PooledFeatures(torch.nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model.pool_features(self.model.forward_features(images))
+
+
+class LookFeatures(torch.nn.Module):
+    """An iCAM classifier's looks as one module: images [B, 3, S, S] -> [B, looks, C]."""
+
+    def __init__(self, model: ImageClassifier) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model.look_features(images).transpose(0, 1)  # type: ignore[operator]
 
 
 def cached_features(

@@ -33,10 +33,12 @@ from ewaste_vision.models.classifier import (
     frozen_batchnorm_modules,
     set_trainable,
 )
+from ewaste_vision.models.icam import IcamClassifier
 from ewaste_vision.models.registry import get_backbone_spec
 from ewaste_vision.runs import MODEL_FILE, ModelMeta, save_model
 from ewaste_vision.tasks import LabelTask, Task, get_task
 from ewaste_vision.training.features import cached_features, extract_pooled_features
+from ewaste_vision.training.icam_looks import LOOK_ROUNDS, LooksHead, looks_set, looks_val_loss
 from ewaste_vision.training.init_from_run import load_source_backbone, read_source_backbone
 from ewaste_vision.training.modules import SupervisedModule
 from ewaste_vision.training.resumable import EpochShuffle, bind_epochs
@@ -98,39 +100,51 @@ def train_labels(task: LabelTask, config: TrainConfig, progress: bool = True) ->
     device = training_device(config.accelerator)
     bf16 = use_bf16(config.precision, device)
 
-    # (strategy, folder, on cached features). An iCAM head's crops depend on its CAMs, so its
-    # features cannot be cached: its `linear` strategy trains head and aggregator on images with
-    # the backbone frozen, after a probe on the cached features of the whole image (iteration 0).
-    stages: list[tuple[str, Path, bool]] = []
+    # (strategy, folder, inputs): "features" are cached pooled features of the whole image,
+    # "looks" every iCAM look's cached features (`training.icam_looks`), "images" the images.
+    # An iCAM head is probed on the whole image's features, then trained on its cached looks;
+    # the probe's validation loss is the plain head's, not the iCAM network's, so it is no
+    # candidate for the kept weights.
+    stages: list[tuple[str, Path, str]] = []
     if config.strategy == "linear" or (config.head_warmup and weights_source != "untrained"):
         alone = config.strategy == "linear" and not icam
-        stages.append(("linear", run_dir if alone else run_dir / "probe", True))
-    if config.strategy != "linear" or icam:
-        stages.append((config.strategy, run_dir, False))
+        stages.append(("linear", run_dir if alone else run_dir / "probe", "features"))
+        if icam:
+            stages += [("linear", run_dir / f"looks-{n}", "looks") for n in range(1, LOOK_ROUNDS + 1)]
+    if config.strategy != "linear":
+        stages.append((config.strategy, run_dir, "images"))
     best_loss, best_state, kept_stage = float("inf"), None, ""
-    for strategy, stage_dir, cached in stages:
+    for strategy, stage_dir, inputs in stages:
         # Fine-tuning starts from a head already fitted on frozen features (linear probe, then
         # fine-tune): the backbone is not pushed around by a random head in the first epochs.
         set_trainable(model, config.backbone, strategy, freeze_early=weights_source != "untrained")
-        if cached:
+        if inputs == "features":
             module, train_loader, val_loader = _linear_setup(
+                model, task, dataset, config, meta, run_dir, bf16, progress
+            )
+        elif inputs == "looks":
+            module, train_loader, val_loader = _looks_setup(
                 model, task, dataset, config, meta, run_dir, bf16, progress
             )
         else:
             module, train_loader, val_loader = _image_setup(model, task, dataset, config, meta)
-        epochs = config.head_epochs if cached else config.max_epochs
+        epochs = config.max_epochs if inputs == "images" else config.head_epochs
         trainer, score = fit_with_checkpoints(
             module, train_loader, val_loader, stage_dir, epochs, config, device, bf16, progress
         )
         if trainer.global_rank != 0:
             return None
-        if cached and icam:
-            continue  # its validation loss is the plain head's, not the iCAM network's: no candidate
+        if inputs == "features" and icam:
+            continue
+        if inputs == "looks" and isinstance(model, IcamClassifier):
+            # Scored on the looks its trained classifier chooses, not on the cached ones.
+            score = looks_val_loss(model, task, dataset, config, meta, run_dir, bf16, progress)
         stage_loss = score if score is not None else float("inf")
         # Model selection on the validation split spans the stages too: a fine-tune that never
         # beats the linear probe's validation loss does not replace it.
         if stage_loss < best_loss:
-            best_loss, kept_stage = stage_loss, strategy
+            best_loss = stage_loss
+            kept_stage = strategy if inputs != "looks" else f"{strategy} (iCAM looks, {stage_dir.name})"
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     if best_state is not None:
         model.load_state_dict(best_state)
@@ -420,6 +434,31 @@ def _linear_setup(
     head = torch.nn.Sequential(model.dropout, model.head)  # shares modules with `model`
     module = SupervisedModule(
         head, task, config.lr, config.weight_decay, loss_name=config.loss, **_schedule(config)
+    )
+    return (
+        module,
+        _loader(train_set, config.batch_size, True, config.seed),
+        _loader(val_set, 256, False, config.seed),
+    )
+
+
+def _looks_setup(
+    model: ImageClassifier,
+    task: LabelTask,
+    dataset: LabelledImages,
+    config: TrainConfig,
+    meta: ModelMeta,
+    run_dir: Path,
+    bf16: bool,
+    progress: bool,
+) -> tuple[SupervisedModule, DataLoader[Any], DataLoader[Any]]:
+    """Frozen backbone, iCAM head: every look's features cached under the current classifier,
+    then aggregator and classifier trained on them."""
+    assert isinstance(model, IcamClassifier)
+    train_set = looks_set(model, task, dataset, "train", config, meta, run_dir, bf16, progress)
+    val_set = looks_set(model, task, dataset, "val", config, meta, run_dir, bf16, progress)
+    module = SupervisedModule(
+        LooksHead(model), task, config.lr, config.weight_decay, loss_name=config.loss, **_schedule(config)
     )
     return (
         module,
