@@ -1,10 +1,11 @@
 """`ewaste data clean`: duplicates, broken, tiny and off-topic files flagged, reviewed, moved (never deleted).
 
 Off-topic detection is tested with a stand-in embedding, an 8x8 grey thumbnail as a 64-vector:
-the local similarity, the one-sided spread threshold and the bookkeeping are the real code, and the images are
-drawn so that the planted off-topic ones are unlike their class in that space. A pretrained
-backbone would make the test slow and its scores hard to predict; the backbone path itself is
-covered by a run of the `tiny` backbone and the real measurement is `bench/bench_clean.py`.
+the local similarity, the folder's one-sided spread threshold and the bookkeeping are the real
+code, and the images are drawn so that the planted off-topic ones are unlike their class in that
+space. A pretrained backbone would make the test slow and its scores hard to predict; the
+backbone path itself is covered by a run of the `tiny` backbone and the real measurement is
+`bench/bench_clean.py`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
+from statistics import NormalDist
 
 import numpy as np
 import pytest
@@ -21,7 +23,7 @@ from PIL import Image, ImageDraw
 
 from ewaste_vision.cli import main
 from ewaste_vision.collect.clean import BackboneFeatures, CleanSettings, clean_folder
-from ewaste_vision.collect.outliers import local_similarity, off_topic_scores
+from ewaste_vision.collect.outliers import folder_off_topic_scores, local_similarity, off_topic_scores
 from ewaste_vision.errors import UserError
 from fixtures_http import crawl_queries, loopback_web
 
@@ -226,6 +228,32 @@ def test_a_group_of_alike_off_topic_images_smaller_than_the_neighbours_is_flagge
     assert scores.flagged[40:].all() and not scores.flagged[:40].any()
     # With fewer neighbours than the group, the boards vouch for each other and pass.
     assert not off_topic_scores(np.concatenate([on_topic, off_topic]), neighbours=3).flagged[40:].any()
+
+
+def _class_with_known_similarities(index: int, upper_sd: float, outliers: list[float]) -> np.ndarray:
+    """24 on-topic rows and `outliers` of class `index` (of 4): row i is a_i along the class's axis
+    plus a private axis of its own, so that cos(i, j) = a_i a_j and a local similarity is a_i times
+    about the mean of the 7 largest a. The on-topic a are normal quantiles around 0.8, sd 0.02
+    below the middle and `upper_sd` above it."""
+    quantiles = np.array([NormalDist().inv_cdf((k + 0.5) / 24) for k in range(24)])
+    a = np.concatenate([0.8 + np.where(quantiles < 0, 0.02, upper_sd) * quantiles, outliers])
+    rows = np.zeros((len(a), 4 + len(a)))
+    rows[:, index] = a
+    rows[np.arange(len(a)), 4 + np.arange(len(a))] = np.sqrt(1 - a**2)
+    return rows
+
+
+def test_one_spread_for_the_folder_catches_outliers_a_chance_wide_class_hides() -> None:
+    # Three classes alike; in the fourth the upper half happens to spread 2.5 times wider (a
+    # spread from ~12 values: by chance), which hides its outliers when each class is scored alone.
+    classes = [_class_with_known_similarities(i, 0.02, [0.70, 0.71, 0.72]) for i in range(3)]
+    classes.append(_class_with_known_similarities(3, 0.05, [0.73, 0.735, 0.74]))
+    pooled = folder_off_topic_scores(classes, mads=1.75)
+    assert all(s.flagged[24:].all() and not s.flagged[:24].any() for s in pooled)
+    assert len({s.spread for s in pooled}) == 1
+    alone = off_topic_scores(classes[3], mads=1.75)
+    assert not alone.flagged[24:].any()  # the per-class spread this replaced misses all three
+    assert alone.spread > 1.5 * pooled[3].spread
 
 
 def test_local_similarity_matches_a_brute_force_count() -> None:

@@ -213,8 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     clean.add_argument(
         "--outlier-mads",
         type=float,
-        default=2.0,
-        help="off-topic: this many spreads below the class's median local similarity (default 2)",
+        default=1.75,
+        help="off-topic: this many spreads (pooled over classes) below the class's median local "
+        "similarity (default 1.75)",
     )
     clean.add_argument("--apply", action="store_true", help="move files to _accepted/ and _rejected/REASON/")
     clean.set_defaults(handler=_cmd_data_clean)

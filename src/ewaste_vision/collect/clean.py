@@ -36,7 +36,7 @@ import numpy as np
 from PIL import Image
 
 from ewaste_vision.collect.manifest import ACCEPTED_DIR, MANIFEST_NAME, read_manifest
-from ewaste_vision.collect.outliers import off_topic_scores
+from ewaste_vision.collect.outliers import folder_off_topic_scores
 from ewaste_vision.data.dedup import Fingerprint, fingerprints_cached, group_duplicates
 from ewaste_vision.errors import UserError
 from ewaste_vision.io.atomic import write_json
@@ -65,8 +65,9 @@ class CleanSettings:
         backbone: registered backbone whose pooled ImageNet features place the images.
         min_size: images whose short side is below this (pixels) are `tiny`.
         outlier_mads: an image is `off_topic` when its local similarity (to its nearest
-            neighbours in the class) is this many spreads below the class's median (`outliers.py`);
-            2 was chosen on the bench's dev half.
+            neighbours in the class) is this many spreads below the class's median, the spread
+            pooled over the folder's classes (`outliers.py`); 1.75 was chosen on the bench's dev
+            half, for recall first (a person reviews the flags).
         neighbours: nearest images of the class that a local similarity averages.
         near_duplicate_bits: perceptual hashes differing in at most this many of 64 bits are copies.
         min_class_for_outliers: classes with fewer candidates are not searched for off-topic
@@ -76,7 +77,7 @@ class CleanSettings:
 
     backbone: str = "efficientnet_lite0"
     min_size: int = 64
-    outlier_mads: float = 2.0
+    outlier_mads: float = 1.75
     neighbours: int = 7
     near_duplicate_bits: int = 4
     min_class_for_outliers: int = 8
@@ -104,7 +105,8 @@ class FileVerdict:
         height: pixels.
         similarity: local similarity (mean cosine similarity to the nearest images of the class),
             when scored.
-        score: how many spreads below the class's median that is (above `outlier_mads` is off-topic).
+        score: how many (folder) spreads below the class's median that is (above `outlier_mads` is
+            off-topic).
         same_as: for duplicates, the file kept instead.
         decided_by: `auto`, or `decisions.txt` when a person overruled.
         source_url: from the crawl manifest, when there is one.
@@ -325,6 +327,7 @@ def _flag_off_topic(
     progress: bool,
 ) -> dict[str, dict[str, Any]]:
     classes: dict[str, dict[str, Any]] = {}
+    scored: dict[str, tuple[list[int], np.ndarray]] = {}
     for name in dict.fromkeys(verdict.class_name for verdict in verdicts):
         indexes = [i for i, v in enumerate(verdicts) if v.class_name == name and not v.reason]
         info: dict[str, Any] = {"files": sum(1 for v in verdicts if v.class_name == name)}
@@ -334,9 +337,17 @@ def _flag_off_topic(
             continue
         if progress:
             print(f"embedding {len(indexes)} images of {name}", file=sys.stderr)
-        embedded = np.asarray(features([files[i] for i in indexes]))  # [N, C]
-        scores = off_topic_scores(embedded, settings.outlier_mads, settings.neighbours)
-        info["off_topic"] = {"median_similarity": scores.median, "threshold": scores.threshold}
+        scored[name] = (indexes, np.asarray(features([files[i] for i in indexes])))  # [N, C]
+    # One spread for the folder (`outliers.py`): each class's own would be estimated from ~25 values.
+    all_scores = folder_off_topic_scores(
+        [embedded for _, embedded in scored.values()], settings.outlier_mads, settings.neighbours
+    )
+    for (name, (indexes, _)), scores in zip(scored.items(), all_scores, strict=True):
+        classes[name]["off_topic"] = {
+            "median_similarity": scores.median,
+            "threshold": scores.threshold,
+            "folder_spread": scores.spread,
+        }
         for position, index in enumerate(indexes):
             verdict = verdicts[index]
             verdict.similarity = round(float(scores.similarity[position]), 4)

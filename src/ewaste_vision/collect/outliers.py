@@ -7,15 +7,22 @@ phone photo has many close neighbours however the class varies (front, back, sid
 screenshot has none, and a few off-topic images alike (three circuit boards) have each other but
 not `neighbours` of them, as long as `neighbours` is larger than such a group.
 
-An image is flagged when its local similarity lies more than `mads` spreads below the class's
-median. The spread is the median deviation of the scores *above* the median (x 1.4826, a standard
-deviation for normal data): off-topic images only ever lie below, so this half is made of
-on-topic images and its spread is not inflated by what is being looked for; the usual two-sided
-MAD is, and with 10-15% off-topic images it flagged almost nothing (BENCHMARKS.md).
+An image is flagged when its local similarity lies more than `mads` spreads below its class's
+median. Only the similarities *above* each class's median say how on-topic images spread:
+off-topic images only ever lie below, so that half is made of on-topic images and is not inflated
+by what is being looked for (the usual two-sided MAD is, and with 10-15% off-topic images it
+flagged almost nothing). The spread is one for the whole folder, pooled over its classes: the
+root mean square of every class's deviations above its median (the standard deviation, for
+normal data). Each class keeps its own median, but not its own spread: one taken from the ~25
+values above a class's median is too noisy a ruler, and on the bench's two halves the same
+per-class cut caught 90% and 60% of the off-topic images (BENCHMARKS.md, issue 21). `mads` is in
+units of the pooled spread. Not robust: a class of many near-identical photos (very high local
+similarities) widens the folder's spread and lowers recall in every class.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,8 +30,9 @@ import numpy as np
 MAD_TO_SD = 1.4826
 """MAD x this estimates the standard deviation of normally distributed values."""
 
-MIN_SPREAD = 0.005
-"""Floor for the median deviation (cosine units): near-identical photos must not flag a wobble."""
+MIN_SPREAD = 0.0075
+"""Floor for the spread (cosine units): near-identical photos must not flag a wobble (the floor of
+the per-class rule before, 0.005 x `MAD_TO_SD`)."""
 
 _BLOCK_ROWS = 1024
 """Rows of the similarity matrix computed at once: memory stays ~4 MB x class size / 1000."""
@@ -40,6 +48,7 @@ class OutlierScores:
         flagged: [N] bool, score > `mads`.
         median: the class's median local similarity.
         threshold: local similarities below this are flagged.
+        spread: the folder's spread of on-topic local similarities that `score` is counted in.
     """
 
     similarity: np.ndarray
@@ -47,6 +56,7 @@ class OutlierScores:
     flagged: np.ndarray
     median: float
     threshold: float
+    spread: float
 
 
 def local_similarity(features: np.ndarray, neighbours: int = 7) -> np.ndarray:
@@ -64,24 +74,38 @@ def local_similarity(features: np.ndarray, neighbours: int = 7) -> np.ndarray:
     return result
 
 
-def off_topic_scores(features: np.ndarray, mads: float = 2.0, neighbours: int = 7) -> OutlierScores:
-    """Score each image of one class; see the module docstring.
+def off_topic_scores(features: np.ndarray, mads: float = 1.75, neighbours: int = 7) -> OutlierScores:
+    """Score the images of a folder of one class; see `folder_off_topic_scores`."""
+    return folder_off_topic_scores([features], mads, neighbours)[0]
+
+
+def folder_off_topic_scores(
+    classes: Sequence[np.ndarray], mads: float = 1.75, neighbours: int = 7
+) -> list[OutlierScores]:
+    """Score each image of each class against its class, in one spread for the folder.
 
     Args:
-        features: [N, C] embeddings of the class's images (any scale; rows are normalised here).
-        mads: how many spreads below the median local similarity an image must be to be flagged.
-        neighbours: nearest images averaged; keep it above the largest group of alike off-topic
-            images expected in a class.
+        classes: per class, [N, C] embeddings of its images (any scale; rows are normalised here).
+        mads: how many (pooled) spreads below its class's median local similarity an image must
+            be to be flagged.
+        neighbours: nearest images of the same class averaged; keep it above the largest group of
+            alike off-topic images expected in a class.
+
+    Returns:
+        One `OutlierScores` per class, in the order given.
     """
-    if len(features) == 0:
-        empty = np.zeros(0)
-        return OutlierScores(empty, empty, np.zeros(0, dtype=bool), float("nan"), float("nan"))
-    similarity = local_similarity(features, neighbours)  # [N]
-    median = float(np.median(similarity))
-    upper = similarity[similarity >= median] - median
-    spread = MAD_TO_SD * max(float(np.median(upper)), MIN_SPREAD)
-    score = (median - similarity) / spread
-    return OutlierScores(similarity, score, score > mads, median, median - mads * spread)
+    similarities = [
+        local_similarity(features, neighbours) if len(features) else np.zeros(0) for features in classes
+    ]
+    medians = [float(np.median(s)) if len(s) else float("nan") for s in similarities]
+    upper = [s[s >= m] - m for s, m in zip(similarities, medians, strict=True) if len(s)]
+    deviations = np.concatenate(upper) if upper else np.zeros(0)
+    spread = max(float(np.sqrt(np.mean(np.square(deviations)))) if len(deviations) else 0.0, MIN_SPREAD)
+    results = []
+    for similarity, median in zip(similarities, medians, strict=True):
+        score = (median - similarity) / spread
+        results.append(OutlierScores(similarity, score, score > mads, median, median - mads * spread, spread))
+    return results
 
 
 def _unit_rows(features: np.ndarray) -> np.ndarray:
