@@ -16,6 +16,7 @@ Steps, all in one process on one machine so the timings compare:
 Run from the repository root:
     python bench/bench_fusion.py --json bench/results/fusion.json
     python bench/bench_fusion.py --classes 4 --devices 6 --quick      # a smaller try
+    python bench/bench_fusion.py --pool bench/results/fusion_default_seed*.json   # seeds pooled
 """
 
 from __future__ import annotations
@@ -51,6 +52,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--work", type=Path, help="folder for data and runs (default: a temp folder)")
     parser.add_argument("--quick", action="store_true", help="fewer timing repeats")
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument(
+        "--pool", type=Path, nargs="+", help="results files of several seeds: one pooled table"
+    )
     return parser.parse_args()
 
 
@@ -127,8 +131,53 @@ def row(name: str, metrics: dict[str, Any], ms: float, train_s: float | None, un
     ]
 
 
+POOLED_ROWS = {
+    "RGB alone": ("rgb_alone", None),
+    "X-ray alone": ("xray_alone", None),
+    "RGB-X fast fusion": ("fast", None),
+    "  fast: its stage-2 layer (before stage 3), same pairs": ("fast", "stage2_fusion_on_pairs"),
+    "  fast: X-ray classification layer, same pairs": ("fast", "xray_head"),
+    "RGB-X slow fusion": ("slow", None),
+}
+"""Pooled table rows: (results key, a figure inside it measured on the same pairs, or the run's own)."""
+
+
+def pool(files: list[Path]) -> None:
+    """Correct answers summed over several seeds' results files (each its own data and split)."""
+    import json
+
+    from ewaste_vision.report.stats import wilson_interval
+
+    results = [json.loads(f.read_text()) for f in files]
+    table = []
+    for name, (key, inner) in POOLED_ROWS.items():
+        hits, n, per_seed = 0, 0, []
+        for result in results:
+            metrics = result[key]
+            if inner == "xray_head":
+                figure = metrics["stream_heads_on_pairs"]["xray"]
+            elif inner is not None:
+                figure = metrics.get(inner)
+            else:
+                figure = metrics
+            if figure is None:
+                break
+            seed_n = metrics["n_test"]
+            hits, n = hits + round(figure["accuracy"] * seed_n), n + seed_n
+            per_seed.append(f"{figure['accuracy']:.3f}")
+        else:
+            low, high = wilson_interval(hits, n)
+            table.append([name, str(n), f"{hits / n:.3f}", f"{low:.3f}-{high:.3f}", " ".join(per_seed)])
+    baselines = " ".join(f"{r['fast']['baseline_accuracy']:.3f}" for r in results)
+    print(f"{len(results)} results files; majority baseline per file: {baselines}")
+    print_table(["mode", "n test", "accuracy", "95% CI (Wilson)", "per file"], table)
+
+
 def main() -> None:
     args = parse_args()
+    if args.pool:
+        pool(args.pool)
+        return
     os.environ.setdefault("EWASTE_NO_DOWNLOAD", "1")
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-fusion-"))
     facts = machine_facts()

@@ -198,6 +198,50 @@ def test_slow_fusion_also_trains_the_higher_layers_but_not_the_lower_ones(pairs_
         assert not changed & lower, f"{stream}: lower layers changed: {sorted(changed & lower)}"
 
 
+def test_stage3_trusts_the_stream_that_generalises_and_folds_into_the_fusion_layer():
+    # Validation pairs where the X-ray layer is right, the RGB layer guesses and the stage-2
+    # fusion layer listens to RGB alone (what a fit on memorised training devices can give).
+    from ewaste_vision.fusion.calibrate import RIDGE, calibrate_fusion
+
+    model = _tiny_fusion("fast")
+    model.eval()
+    width = model.xray.head.in_features
+    generator = torch.Generator().manual_seed(0)
+    rgb_features, xray_features = (
+        torch.randn(60, width, generator=generator),
+        torch.randn(60, width, generator=generator),
+    )
+    with torch.no_grad():
+        g_rgb, g_xray = model.stream_logits(rgb_features, xray_features)
+        flips = torch.rand(60, generator=generator) < 0.15  # the X-ray layer wrong on ~15%
+        labels = torch.where(flips, (g_xray.argmax(1) + 1) % 3, g_xray.argmax(1))
+        model.fusion.weight.copy_(torch.cat([torch.eye(3), torch.zeros(3, 3)], dim=1))
+    heads_before = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("fusion.")}
+    loader = DataLoader(list(zip(rgb_features, xray_features, labels, strict=True)), batch_size=16)
+
+    result = calibrate_fusion(model, loader, features=True)
+
+    assert result["weights"]["xray"] > 10 * result["weights"]["rgb"]
+    assert result["weights"]["xray"] > result["weights"]["fusion_layer"]
+    scores = result["val"]
+    # (0, 0, 1) is one of the weightings searched: the fit is never worse than the X-ray layer alone.
+    assert scores["calibrated"]["loss"] <= scores["xray_layer"]["loss"] + RIDGE
+    assert scores["calibrated"]["loss"] < scores["stage2_fusion"]["loss"]
+    assert scores["calibrated"]["accuracy"] >= scores["xray_layer"]["accuracy"] - 1 / 60
+    # Folded into the one linear layer: the network computes the fitted combination, and nothing
+    # but the fusion layer changed.
+    weights = torch.tensor([result["weights"][k] for k in ("fusion_layer", "rgb", "xray")])
+    stage2 = torch.cat([g_rgb, g_xray], dim=1) @ torch.tensor(result["stage2_fusion"]["weight"]).T
+    expected = (
+        weights[0] * (stage2 + torch.tensor(result["stage2_fusion"]["bias"]))
+        + weights[1] * g_rgb
+        + weights[2] * g_xray
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(model.fuse(rgb_features, xray_features), expected, atol=2e-3, rtol=1e-3)
+    assert not _changed(heads_before, {k: v for k, v in model.state_dict().items() if k in heads_before})
+
+
 def test_fuse_run_end_to_end(
     fused_run: Path, pairs_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ):
@@ -209,6 +253,7 @@ def test_fuse_run_end_to_end(
     assert metrics["baseline_accuracy"] == pytest.approx(1 / 3, abs=0.1)
     assert metrics["true_pairs"] > 0 and metrics["random_pairs"] > 0
     assert set(metrics["streams_alone"]) == {"rgb", "xray"} and "accuracy" in metrics["streams_alone"]["xray"]
+    assert metrics["calibration"]["val_pairs"] > 0 and "stage2_fusion_on_pairs" in metrics
     # The unreadable X-ray is skipped and reported, not fatal.
     assert "broken_00.png" in (fused_run / "report.md").read_text()
 

@@ -60,7 +60,9 @@ def evaluate_fusion(
             f"split to pair with; add some, or evaluate with --split all"
         )
     pairs = plan_pairs(chosen["rgb"], chosen["xray"], seed, use)
-    probs, per_stream, scored, skipped = predictor.predict_pairs(chosen["rgb"], chosen["xray"], pairs)
+    probs, per_stream, scored, skipped = predictor.predict_pairs(
+        chosen["rgb"], chosen["xray"], pairs, stream_logits=True
+    )
     if not scored:
         raise DataError(f"{data or run_dir}: no pair in the {split} split has two readable images")
     targets = torch.tensor([pairs[n].label for n in scored])
@@ -83,6 +85,7 @@ def evaluate_fusion(
             "test_images": {m: len(chosen[m]) for m in MODALITIES},
             "skipped_files": len(skipped),
             "stream_heads_on_pairs": {m: _accuracy(per_stream[m], targets) for m in MODALITIES},
+            **_stage2_on_pairs(predictor.meta.extra.get("calibration"), per_stream, targets),
             "streams_alone": predictor.meta.extra.get("stream_scores", {}),
             "training_seconds": predictor.meta.extra.get("training_seconds", {}),
         }
@@ -90,6 +93,20 @@ def evaluate_fusion(
     write_json(out_dir / "metrics.json", metrics)
     report = _write_report(out_dir, run_dir, metrics, context or {}, skipped, source, split)
     return metrics, report
+
+
+def _stage2_on_pairs(
+    calibration: dict[str, Any] | None, logits: dict[str, torch.Tensor], targets: torch.Tensor
+) -> dict[str, Any]:
+    """The stage-2 fusion layer (before stage 3 refitted it on validation pairs) on the same pairs,
+    and stage 3's figures; nothing for runs made before stage 3 existed."""
+    if not calibration or "stage2_fusion" not in calibration:
+        return {}
+    weight = torch.tensor(calibration["stage2_fusion"]["weight"])  # [C, 2C]
+    bias = torch.tensor(calibration["stage2_fusion"]["bias"])  # [C]
+    fused = torch.cat([logits["rgb"], logits["xray"]], dim=1) @ weight.T + bias  # [N, C]
+    summary = {k: v for k, v in calibration.items() if k != "stage2_fusion"}
+    return {"stage2_fusion_on_pairs": _accuracy(fused, targets), "calibration": summary}
 
 
 def _accuracy(probs: torch.Tensor, targets: torch.Tensor) -> dict[str, Any]:
@@ -153,6 +170,14 @@ def _write_report(
             )
         head = metrics["stream_heads_on_pairs"][modality]
         notes.append(f"{label} classification layer after fusion, on the same pairs: {head['accuracy']:.1%}.")
+    if "stage2_fusion_on_pairs" in metrics:
+        trust = metrics["calibration"]["stream_weight"]
+        notes.append(
+            f"Fusion layer as stage 2 fitted it on training pairs, on the same pairs: "
+            f"{metrics['stage2_fusion_on_pairs']['accuracy']:.1%}; the scored layer was refitted on "
+            f"{metrics['calibration']['val_pairs']} validation pairs (stream weights RGB "
+            f"{trust['rgb']:.2f}, X-ray {trust['xray']:.2f})."
+        )
     report_context = {
         **{k: v for k, v in context.items() if k != "skipped"},
         "title": f"RGB-X fusion report: {run_dir.name}",

@@ -42,14 +42,18 @@ class FusionPredictor:
 
     @torch.inference_mode()
     def predict_pairs(
-        self, rgb: Sequence[ImageRecord], xray: Sequence[ImageRecord], pairs: Sequence[Pair]
+        self,
+        rgb: Sequence[ImageRecord],
+        xray: Sequence[ImageRecord],
+        pairs: Sequence[Pair],
+        stream_logits: bool = False,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[int], list[tuple[str, str]]]:
         """Fused probabilities [N, C] of the `pairs` whose two files decode.
 
         Returns:
             Fused probabilities, each stream's own probabilities {modality: [N, C]} (its
-            classification layer after fusion training), the indices of the scored pairs, and
-            the unreadable files with their reasons.
+            classification layer after fusion training; its logits with `stream_logits`), the
+            indices of the scored pairs, and the unreadable files with their reasons.
         """
         sides = {"rgb": list(rgb), "xray": list(xray)}
         features: dict[str, dict[tuple[int, int], torch.Tensor]] = {}
@@ -84,7 +88,9 @@ class FusionPredictor:
         xray_features = torch.stack([features["xray"][(pairs[n].xray, pairs[n].orientation)] for n in scored])
         fused = self.model.fuse(rgb_features, xray_features).float().softmax(dim=1)
         g_rgb, g_xray = self.model.stream_logits(rgb_features, xray_features)
-        per_stream = {"rgb": g_rgb.float().softmax(dim=1), "xray": g_xray.float().softmax(dim=1)}
+        per_stream = {"rgb": g_rgb.float(), "xray": g_xray.float()}
+        if not stream_logits:
+            per_stream = {m: g.softmax(dim=1) for m, g in per_stream.items()}
         return fused, per_stream, scored, skipped
 
 

@@ -1,4 +1,5 @@
-"""`train_fusion`: stage 1 (two streams) and stage 2 (fast or slow fusion) into one run directory.
+"""`train_fusion`: stage 1 (two streams), stage 2 (fast or slow fusion) and stage 3 (each stream's
+trust, fitted on the validation pairs: `fusion.calibrate`) into one run directory.
 
 The run directory holds what every run holds (config.yaml, model.pt, checkpoints/ and logs/ of
 stage 2, metrics.json, report.md, plots/), plus `split_rgb.csv` and `split_xray.csv` and, when
@@ -23,6 +24,7 @@ from torch.utils.data import DataLoader
 from ewaste_vision.config import TrainConfig
 from ewaste_vision.data.datasets import ImageFileDataset
 from ewaste_vision.errors import DataError
+from ewaste_vision.fusion.calibrate import calibrate_fusion
 from ewaste_vision.fusion.data import (
     MODALITIES,
     PairedImages,
@@ -88,6 +90,8 @@ def train_fusion(config: TrainConfig, progress: bool = True) -> TrainResult:
     trainer, best_loss = fit_with_checkpoints(
         module, loaders["train"], loaders["val"], run_dir, epochs, config, device, bf16, progress
     )
+    # Stage 3: how far to trust each stream, measured on the validation pairs (held-out devices).
+    calibration = calibrate_fusion(model, loaders["val"], features=config.fusion == "fast")
     stage2_seconds = time.perf_counter() - stage2_started
     rgb_meta, xray_meta = streams["rgb"][1], streams["xray"][1]
     meta = ModelMeta(
@@ -103,6 +107,7 @@ def train_fusion(config: TrainConfig, progress: bool = True) -> TrainResult:
             "seed": config.seed,
             "streams": {"rgb": rgb_meta.to_dict(), "xray": xray_meta.to_dict()},
             "stream_scores": {m: stream_summary(runs[m]) for m in MODALITIES},
+            "calibration": calibration,
             # Stage 1 is 0 when both streams were given (`--rgb-run`, `--xray-run`).
             "training_seconds": {"streams": round(stage1_seconds, 1), "fusion": round(stage2_seconds, 1)},
         },
@@ -119,6 +124,10 @@ def train_fusion(config: TrainConfig, progress: bool = True) -> TrainResult:
         "seed": config.seed,
         "fusion_epochs": trainer.current_epoch,
         "fusion_best_validation_loss": None if best_loss is None else round(best_loss, 4),
+        "stream_trust_on_validation": calibration["stream_weight"],
+        "validation_loss_stage2_vs_calibrated": (
+            f"{calibration['val']['stage2_fusion']['loss']} -> {calibration['val']['calibrated']['loss']}"
+        ),
         "precision": "bf16 autocast" if bf16 else "fp32",
         "stage_1_streams_s": round(stage1_seconds, 1),
         "stage_2_fusion_s": round(stage2_seconds, 1),
