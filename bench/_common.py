@@ -102,3 +102,16 @@ def write_json(path: Path, results: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print(f"results written to {path}")
+
+
+def pooled_accuracy(per_file: Sequence[tuple[float, int]]) -> list[str]:
+    """Table cells for one row pooled over several seeds' results: (accuracy, n) per file ->
+    [n, accuracy, Wilson 95% interval, the per-file accuracies]. Correct answers are summed, so
+    each test image counts once whatever its file."""
+    from ewaste_vision.report.stats import wilson_interval
+
+    hits = sum(round(accuracy * n) for accuracy, n in per_file)
+    n = sum(n for _, n in per_file)
+    low, high = wilson_interval(hits, n)
+    per_seed = " ".join(f"{accuracy:.3f}" for accuracy, _ in per_file)
+    return [str(n), f"{hits / n:.3f}", f"{low:.3f}-{high:.3f}", per_seed]

@@ -29,7 +29,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import describe, machine_facts, median, print_table, time_interleaved, write_json
+from _common import (
+    describe,
+    machine_facts,
+    median,
+    pooled_accuracy,
+    print_table,
+    time_interleaved,
+    write_json,
+)
 from ewaste_vision.cli import main as ewaste
 from ewaste_vision.config import TrainConfig
 from ewaste_vision.training.trainer import train
@@ -146,28 +154,21 @@ def pool(files: list[Path]) -> None:
     """Correct answers summed over several seeds' results files (each its own data and split)."""
     import json
 
-    from ewaste_vision.report.stats import wilson_interval
-
     results = [json.loads(f.read_text()) for f in files]
     table = []
     for name, (key, inner) in POOLED_ROWS.items():
-        hits, n, per_seed = 0, 0, []
+        per_file = []
         for result in results:
             metrics = result[key]
             if inner == "xray_head":
                 figure = metrics["stream_heads_on_pairs"]["xray"]
-            elif inner is not None:
-                figure = metrics.get(inner)
             else:
-                figure = metrics
+                figure = metrics.get(inner) if inner is not None else metrics
             if figure is None:
                 break
-            seed_n = metrics["n_test"]
-            hits, n = hits + round(figure["accuracy"] * seed_n), n + seed_n
-            per_seed.append(f"{figure['accuracy']:.3f}")
+            per_file.append((figure["accuracy"], metrics["n_test"]))
         else:
-            low, high = wilson_interval(hits, n)
-            table.append([name, str(n), f"{hits / n:.3f}", f"{low:.3f}-{high:.3f}", " ".join(per_seed)])
+            table.append([name, *pooled_accuracy(per_file)])
     baselines = " ".join(f"{r['fast']['baseline_accuracy']:.3f}" for r in results)
     print(f"{len(results)} results files; majority baseline per file: {baselines}")
     print_table(["mode", "n test", "accuracy", "95% CI (Wilson)", "per file"], table)

@@ -189,6 +189,12 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--pool",
+        type=Path,
+        nargs="+",
+        help="results files of several seeds: one table over all their test images",
+    )
     source.add_argument("--component-crops", type=Path, help="the component-crops folder (manifest.csv)")
     source.add_argument("--data", type=Path, help="class folders")
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench_icam"), help="split and runs go here")
@@ -207,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=RESULTS_DIR / "icam.json")
     args = parser.parse_args(argv)
+    if args.pool:
+        return pool(args.pool)
     torch.manual_seed(args.seed)
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     facts = machine_facts()
@@ -259,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         assert hits == round(row["accuracy"] * row["n_test"]), "predict_files disagrees with evaluate"
         low, high = wilson_interval(hits, len(paths))
         row["wilson_ci95"] = [low, high]
+        row["correct"] = correct[name].astype(int).tolist()  # per test image, for `--pool`
         if name != "plain":
             difference = np.stack([correct[name], correct["plain"]], axis=1)  # [n, 2] paired
             row["difference_vs_plain"] = float(correct[name].mean() - correct["plain"].mean())
@@ -305,6 +314,41 @@ def main(argv: list[str] | None = None) -> int:
         },
     )
     return 0
+
+
+def pool(files: list[Path]) -> int:
+    """Pool runs of several seeds (each its own split and training): accuracy over all their test
+    images, and the difference from the plain run with a paired bootstrap over those images."""
+    results = [json.loads(f.read_text()) for f in files]
+    names = [row["name"] for row in results[0]["rows"]]
+    correct = {
+        name: np.concatenate([_row(r, name)["correct"] for r in results]).astype(float) for name in names
+    }
+    table = []
+    for name in names:
+        hits, n = int(correct[name].sum()), len(correct[name])
+        low, high = wilson_interval(hits, n)
+        per_seed = " ".join(f"{_row(r, name)['accuracy']:.3f}" for r in results)
+        cells = [name, f"{hits / n:.1%} ({low:.1%}-{high:.1%})", str(n), per_seed]
+        if name == "plain":
+            cells.append("")
+        else:
+            paired = np.stack([correct[name], correct["plain"]], axis=1)
+            d_low, d_high = bootstrap_interval(
+                paired, lambda d: float(d[:, 0].mean() - d[:, 1].mean()), seed=0
+            )
+            cells.append(
+                f"{correct[name].mean() - correct['plain'].mean():+.1%} ({d_low:+.1%} to {d_high:+.1%})"
+            )
+        table.append(cells)
+    baselines = " ".join(f"{_row(r, 'plain')['baseline_accuracy']:.3f}" for r in results)
+    print(f"{len(results)} results files; majority baseline per file: {baselines}")
+    print_table(["run", "test accuracy (Wilson 95%)", "n", "per file", "vs plain (paired 95%)"], table)
+    return 0
+
+
+def _row(result: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(row for row in result["rows"] if row["name"] == name)
 
 
 def _load(path: Path) -> Any:

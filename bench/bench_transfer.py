@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import random
 import sys
 from collections import defaultdict
 from pathlib import Path
 
-from _common import describe, machine_facts, write_json
+from _common import describe, machine_facts, pooled_accuracy, print_table, write_json
 
 TARGET_CLASSES = ("IC", "LED", "SOT", "Tantalum capacitor")
 """Four component-crops classes with 51-152 images in 11-27 part groups: enough groups per class
@@ -91,25 +92,36 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--source", type=Path, required=True, help="source run (the hybrid on ewaste-devices)"
-    )
-    parser.add_argument("--work", type=Path, required=True, help="folder for the target links and the study")
+    parser.add_argument("--source", type=Path, help="source run (the hybrid on ewaste-devices)")
+    parser.add_argument("--work", type=Path, help="folder for the target links and the study")
     parser.add_argument("--data", type=Path, default=Path("../shared/data/component-crops"))
     parser.add_argument("--per-class", type=int, default=60)
     parser.add_argument("--max-epochs", type=int, default=30)
     parser.add_argument("--head-epochs", type=int, default=100)
+    parser.add_argument("--patience", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0, help="the target split's and every row's seed")
     parser.add_argument("--imagenet", nargs="*", default=["efficientnet_lite0", "resnet18", "inception_v3"])
     parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "transfer.json")
+    parser.add_argument(
+        "--pool", type=Path, nargs="+", help="results files of several seeds: one pooled table"
+    )
     args = parser.parse_args()
+    if args.pool:
+        return pool(args.pool)
+    if args.source is None or args.work is None:
+        parser.error("--source and --work are required")
 
     from ewaste_vision.transfer.study import StudySettings, default_rows, row_title, run_transfer_study
 
     target = args.work / "target"
-    counts = build_grouped_target(args.data / "manifest.csv", target, per_class=args.per_class)
+    counts = build_grouped_target(
+        args.data / "manifest.csv", target, per_class=args.per_class, seed=args.seed
+    )
     print("target:", counts)
     facts = machine_facts()
-    settings = StudySettings(max_epochs=args.max_epochs, head_epochs=args.head_epochs)
+    settings = StudySettings(
+        max_epochs=args.max_epochs, head_epochs=args.head_epochs, patience=args.patience, seed=args.seed
+    )
     results, report = run_transfer_study(
         args.source, target, args.work / "study", default_rows(tuple(args.imagenet)), settings
     )
@@ -132,6 +144,20 @@ def main() -> int:
             ],
         },
     )
+    return 0
+
+
+def pool(files: list[Path]) -> int:
+    """One table over several seeds' results (each its own target split and training)."""
+    results = [json.loads(f.read_text()) for f in files]
+    table = []
+    for index, row in enumerate(results[0]["rows"]):
+        trained = [r["rows"][index] for r in results if r["rows"][index]["accuracy"] is not None]
+        if len(trained) == len(results):
+            table.append([row["row"], *pooled_accuracy([(r["accuracy"], r["n_test"]) for r in trained])])
+    baselines = " ".join(f"{r['rows'][0]['baseline_accuracy']:.3f}" for r in results)
+    print(f"{len(results)} results files; majority baseline per file: {baselines}")
+    print_table(["row", "n test", "accuracy", "95% CI (Wilson)", "per file"], table)
     return 0
 
 

@@ -76,3 +76,11 @@ def test_transfer_without_a_finished_source_run_is_one_line(
     assert main(["transfer", str(tmp_path / "empty"), str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(tmp_path / "empty") in err and "model.pt" in err
+
+
+def test_transfer_patience_below_one_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    args = ["transfer", str(tmp_path), str(tmp_path), "--out", str(tmp_path / "o"), "--patience", "0"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--patience" in err
+    assert not (tmp_path / "o").exists()

@@ -126,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     transfer.add_argument("--head-epochs", type=int, default=100, help="epochs of head-only (linear) rows")
     transfer.add_argument("--image-size", type=int, default=0, help="0: the source run's / each backbone's")
     transfer.add_argument("--lr-schedule", choices=("step", "onecycle"), default="step")
+    transfer.add_argument(
+        "--patience", type=int, default=20, help="epochs without a better validation loss before a row stops"
+    )
     transfer.add_argument("--seed", type=int, default=0)
     transfer.set_defaults(handler=_cmd_transfer)
 
@@ -485,11 +488,12 @@ def _cmd_transfer(args: argparse.Namespace) -> int:
 
     for name in args.imagenet:
         get_backbone_spec(name)  # an unknown name fails before anything trains
-    if args.max_epochs < 1 or args.head_epochs < 1:
-        raise UserError("--max-epochs and --head-epochs must be at least 1")
+    if min(args.max_epochs, args.head_epochs, args.patience) < 1:
+        raise UserError("--max-epochs, --head-epochs and --patience must be at least 1")
     settings = StudySettings(
         max_epochs=args.max_epochs,
         head_epochs=args.head_epochs,
+        patience=args.patience,
         image_size=args.image_size,
         lr_schedule=args.lr_schedule,
         seed=args.seed,

@@ -76,8 +76,10 @@ class StudySettings:
     """Epochs of rows that train backbone layers (early stopping may end them sooner)."""
     head_epochs: int = 100
     """Epochs of head training on cached features (`linear` rows)."""
-    patience: int = 10
-    """Epochs without a better validation loss before a row stops."""
+    patience: int = 20
+    """Epochs without a better validation loss before a row stops: one step of 003's schedule, so
+    a from-scratch row, whose validation loss is noisy while the rate is high, is not stopped (and
+    left with its first epoch's weights) before the rate first drops."""
     image_size: int = 0
     """Input size; 0: the source run's for its backbone's rows, each backbone's own for the rest."""
     lr: float = 1e-3
