@@ -155,9 +155,9 @@ def link_tree(source: Path, target: Path) -> None:
             os.link(path, destination)
 
 
-def combine() -> None:
+def combine(tag: str = "") -> None:
     """One table over every fold's results file: correct answers and test images summed."""
-    folds = [json.loads(p.read_text()) for p in sorted(RESULTS_DIR.glob("dr_study_fold*.json"))]
+    folds = [json.loads(p.read_text()) for p in sorted(RESULTS_DIR.glob(f"dr_study{tag}_fold*.json"))]
     pooled: dict[str, dict[str, Any]] = {}
     for fold in folds:
         for row in fold["rows"]:
@@ -187,7 +187,7 @@ def combine() -> None:
             for r in table
         ],
     )
-    write_json(RESULTS_DIR / "dr_study.json", {"folds": len(folds), "rows": table})
+    write_json(RESULTS_DIR / f"dr_study{tag}.json", {"folds": len(folds), "rows": table})
 
 
 def main() -> None:
@@ -201,9 +201,16 @@ def main() -> None:
     parser.add_argument("--fold", type=int, default=0, help="which device per class is held out (0-3)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 8/4/8 renders, two rows")
     parser.add_argument("--combine", action="store_true", help="pool the folds' results files into one table")
+    parser.add_argument(
+        "--icam", type=int, default=0, help="train with 002's iCAM head of N looks (0: the plain head)"
+    )
+    parser.add_argument(
+        "--strategy", default="", help="`ewaste train --strategy` (default: the classify task's own, linear)"
+    )
+    parser.add_argument("--tag", default="", help="results-file suffix, to keep variants apart (e.g. _icam3)")
     args = parser.parse_args()
     if args.combine:
-        combine()
+        combine(args.tag)
         return
     if args.out is None:
         parser.error("--out is required")
@@ -240,6 +247,10 @@ def main() -> None:
         row_started = time.perf_counter()
         if not (run / "metrics.json").is_file():
             command = ["train", str(data), "--task", "classify", "--out", str(run), "--seed", "0"]
+            if args.icam:
+                command += ["--head", "icam", "--icam-iterations", str(args.icam)]
+            if args.strategy:
+                command += ["--strategy", args.strategy]
             code = ewaste([*command, "--image-size", str(args.size)])
             if code != 0:
                 raise SystemExit(f"ewaste train failed for row {name} (exit {code})")
@@ -279,12 +290,14 @@ def main() -> None:
     )
     print(f"total {time.perf_counter() - started:.0f} s")
     write_json(
-        RESULTS_DIR / ("dr_study_quick.json" if args.quick else f"dr_study_fold{args.fold}.json"),
+        RESULTS_DIR / ("dr_study_quick.json" if args.quick else f"dr_study{args.tag}_fold{args.fold}.json"),
         {
             "machine": facts,
             "fold": args.fold,
             "devices": roles,
             "renders_per_device": [args.train_per_device, args.val_per_device, args.test_per_device],
+            "head": f"icam, {args.icam} looks" if args.icam else "plain",
+            "strategy": args.strategy or "linear (the task's default)",
             "rows": results,
             "seconds": round(time.perf_counter() - started),
         },
