@@ -167,3 +167,27 @@ def test_killed_server_leaves_whole_results_and_serves_after_a_restart(tmp_path:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+def test_a_resumed_log_keeps_each_row_once_when_the_kill_fell_between_a_row_and_its_checkpoint(
+    tmp_path: Path,
+):
+    # The interrupted run logged epoch 1's validation row (step 41), then was killed before its
+    # train row; resumed from the checkpoint saved at step 41, the run logs both rows again.
+    from ewaste_vision.training.trainer import fit_keeping_log
+
+    header = "epoch,step,train_loss,val_acc,val_loss\n"
+    before = ["0,20,,1.0,0.52\n", "0,20,0.82,,\n", "1,41,,1.0,0.07\n"]
+    after = ["1,41,,1.0,0.07\n", "1,41,0.37,,\n", "2,62,,1.0,0.03\n", "2,62,0.29,,\n"]
+    log = tmp_path / "logs" / "metrics.csv"
+    log.parent.mkdir()
+    log.write_text(header + "".join(before))
+
+    class RankZero:
+        global_rank = 0
+
+    def resumed_fit() -> None:  # as Lightning's CSV logger does: the file starts anew
+        log.write_text(header + "".join(after))
+
+    fit_keeping_log(RankZero(), tmp_path, resumed_fit)  # type: ignore[arg-type]
+    assert log.read_text() == header + "".join(before[:2] + after)

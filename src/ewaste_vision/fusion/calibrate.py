@@ -11,9 +11,11 @@ non-negative combination of three experts' logits [B, C]:
 where `fusion` is the stage-2 layer and g are the two classification layers' logits. Adding a
 stream's logits scaled by a is late fusion of its log-probabilities at temperature 1/a (softmax
 ignores a per-sample shift), so (0, 0, a) is the X-ray stream alone, (1, 0, 0) the stage-2 fusion,
-and the fit can never score a worse validation loss than either stream alone. Three parameters on
-tens of pairs overfit little; a small ridge term keeps them finite when a stream separates the
-validation pairs perfectly. The result folds into the same linear layer (weight
+and after the fit each expert alone (weight 1) is tried too, so the result never scores a worse
+validation objective than any of them. These are the validation pairs that also chose the stage-2
+checkpoint, so the validation losses reported are optimistic; the test split stays untouched.
+Three parameters on tens of pairs overfit little; a small ridge term keeps them finite when a
+stream separates the validation pairs perfectly. The result folds into the same linear layer (weight
 a_fusion * W + [a_rgb I, a_xray I], bias a_fusion * b), so saving, export and inference are unchanged.
 """
 
@@ -31,8 +33,6 @@ from ewaste_vision.fusion.model import TwoStreamFusion, stream_features
 EXPERTS = ("fusion_layer", "rgb", "xray")
 RIDGE = 1e-3
 """Penalty on the squared expert weights, added to the mean validation cross-entropy."""
-MAX_WEIGHT = 100.0
-"""Largest weight an expert may get (a temperature of 1/100): bounds the search."""
 
 
 @torch.no_grad()
@@ -42,34 +42,38 @@ def validation_logits(
     """Both classification layers' logits [N, C] on the validation pairs, and the labels [N].
 
     `features`: the loader gives cached stream features (fast fusion) rather than images (slow).
+    Runs on the device the model is on; the logits come back on the CPU.
     """
     model.eval()
+    device = next(model.parameters()).device
     rgb, xray, labels = [], [], []
     for rgb_in, xray_in, targets in loader:
+        rgb_in, xray_in = rgb_in.to(device), xray_in.to(device)
         if not features:
             rgb_in, xray_in = stream_features(model.rgb, rgb_in), stream_features(model.xray, xray_in)
         g_rgb, g_xray = model.stream_logits(rgb_in, xray_in)
-        rgb.append(g_rgb.float())
-        xray.append(g_xray.float())
-        labels.append(targets)
+        rgb.append(g_rgb.float().cpu())
+        xray.append(g_xray.float().cpu())
+        labels.append(targets.cpu())
     return torch.cat(rgb), torch.cat(xray), torch.cat(labels)
 
 
 def expert_logits(fusion: torch.nn.Linear, g_rgb: torch.Tensor, g_xray: torch.Tensor) -> torch.Tensor:
-    """The three experts' logits [3, N, C]: the fusion layer, the RGB and the X-ray layer."""
+    """The three experts' logits [3, N, C] on the CPU: the fusion layer, the RGB and the X-ray layer."""
     with torch.no_grad():
-        fused = fusion(torch.cat([g_rgb, g_xray], dim=1))
+        weight, bias = fusion.weight.detach().float().cpu(), fusion.bias.detach().float().cpu()
+        fused = F.linear(torch.cat([g_rgb, g_xray], dim=1), weight, bias)
     return torch.stack([fused, g_rgb, g_xray])
 
 
 def fit_expert_weights(experts: torch.Tensor, labels: torch.Tensor, ridge: float = RIDGE) -> torch.Tensor:
     """Non-negative weights [3] minimising mean cross-entropy of sum_k w_k * experts[k] + ridge |w|^2.
 
-    The loss is convex in w; w = exp(u) keeps it non-negative (a weight may shrink towards 0), and
-    u is bounded (weights from e^-20 to `MAX_WEIGHT`) because L-BFGS's line search probes far
-    along flat directions, where exp overflows. Starts at the stage-2 fusion (1, 0, 0) in effect
-    (the stream weights start near 0). The fit is compared with each expert alone at weight 1,
-    and the best objective wins, so the result is never worse on these pairs than any of them.
+    The loss is convex in w; w = softplus(u) keeps it non-negative with a gradient everywhere (an
+    exp overflowed where L-BFGS's line search probed far along a flat direction, and a clamp would
+    leave a weight stuck at its bound). Starts at the stage-2 fusion, about (1, 0.02, 0.02). The
+    fit is compared with each expert alone at weight 1, and the best finite objective wins, so the
+    result is never worse on these pairs than any of them.
     """
     experts, labels = experts.double(), labels.long()
 
@@ -77,19 +81,18 @@ def fit_expert_weights(experts: torch.Tensor, labels: torch.Tensor, ridge: float
         logits = torch.einsum("k,knc->nc", weights, experts)
         return F.cross_entropy(logits, labels) + ridge * (weights**2).sum()
 
-    u = torch.tensor([0.0, -4.0, -4.0], dtype=torch.float64, requires_grad=True)
+    start = torch.tensor([1.0, 0.02, 0.02], dtype=torch.float64)
+    u = torch.log(torch.expm1(start)).requires_grad_(True)  # softplus(u) = start
     optimiser = torch.optim.LBFGS([u], lr=1.0, max_iter=200, line_search_fn="strong_wolfe")
-    bound = math.log(MAX_WEIGHT)
 
     def loss() -> torch.Tensor:
         optimiser.zero_grad()
-        value = objective(u.clamp(-20.0, bound).exp())
+        value = objective(F.softplus(u))
         value.backward()
         return value
 
     optimiser.step(loss)
-    fitted = u.detach().clamp(-20.0, bound).exp()
-    candidates = [fitted, *torch.eye(len(experts), dtype=torch.float64)]
+    candidates = [F.softplus(u.detach()), *torch.eye(len(experts), dtype=torch.float64)]
     with torch.no_grad():
         values = [float(objective(c)) for c in candidates]
     finite = [(v, i) for i, v in enumerate(values) if math.isfinite(v)]
@@ -108,12 +111,16 @@ def calibrate_fusion(model: TwoStreamFusion, loader: DataLoader[Any], features: 
     g_rgb, g_xray, labels = validation_logits(model, loader, features)
     experts = expert_logits(model.fusion, g_rgb, g_xray)  # [3, N, C]
     weights = fit_expert_weights(experts, labels)
-    stage2 = {"weight": model.fusion.weight.detach().clone(), "bias": model.fusion.bias.detach().clone()}
+    stage2 = {
+        "weight": model.fusion.weight.detach().cpu().clone(),
+        "bias": model.fusion.bias.detach().cpu().clone(),
+    }
     num_classes = g_rgb.shape[1]
-    eye = torch.eye(num_classes)
+    on_layer = weights.to(model.fusion.weight.device, model.fusion.weight.dtype)
+    eye = torch.eye(num_classes, device=on_layer.device, dtype=on_layer.dtype)
     with torch.no_grad():
-        model.fusion.weight.mul_(weights[0]).add_(torch.cat([weights[1] * eye, weights[2] * eye], dim=1))
-        model.fusion.bias.mul_(weights[0])
+        model.fusion.weight.mul_(on_layer[0]).add_(torch.cat([on_layer[1] * eye, on_layer[2] * eye], dim=1))
+        model.fusion.bias.mul_(on_layer[0])
     calibrated = torch.einsum("k,knc->nc", weights, experts)
 
     def scores(logits: torch.Tensor) -> dict[str, float]:
@@ -122,7 +129,7 @@ def calibrate_fusion(model: TwoStreamFusion, loader: DataLoader[Any], features: 
             "accuracy": round(float((logits.argmax(dim=1) == labels).float().mean()), 4),
         }
 
-    block = model.fusion.weight.detach()
+    block = model.fusion.weight.detach().cpu()
     return {
         "method": f"validation expert weights (fusion layer, RGB layer, X-ray layer), ridge {RIDGE}",
         "val_pairs": len(labels),

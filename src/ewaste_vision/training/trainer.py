@@ -306,7 +306,10 @@ def fit_keeping_log(trainer: L.Trainer, run_dir: Path, fit: Any) -> None:
     """Run `fit()`; on resume, keep the epochs logged before the interruption.
 
     Lightning's CSV logger deletes an existing metrics.csv when it starts, so the earlier rows are
-    read first and written back in front of the new ones.
+    read first and written back in front of the new ones. The resumed run logs again from the
+    step its checkpoint was saved at (a kill between a validation row and the checkpoint that
+    follows it left that row logged twice), so earlier rows from its first logged step on give
+    way to the new ones.
     """
     log_file = run_dir / "logs" / "metrics.csv"
     earlier = _read_csv_rows(log_file)
@@ -314,12 +317,22 @@ def fit_keeping_log(trainer: L.Trainer, run_dir: Path, fit: Any) -> None:
     if not earlier or trainer.global_rank != 0:
         return
     later = _read_csv_rows(log_file)
+    steps = [step for step in map(_step, later) if step is not None]
+    if steps:
+        earlier = [row for row in earlier if (_step(row) or 0) < min(steps)]
     columns = list(dict.fromkeys([k for row in earlier + later for k in row]))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns)
     writer.writeheader()
     writer.writerows(earlier + later)
     write_text(log_file, buffer.getvalue())
+
+
+def _step(row: dict[str, str]) -> int | None:
+    try:
+        return int(row.get("step") or "")
+    except ValueError:
+        return None
 
 
 def _read_csv_rows(path: Path) -> list[dict[str, str]]:

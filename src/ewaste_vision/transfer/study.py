@@ -332,7 +332,8 @@ def write_study_report(
         "Every row trained on the same target split and was tested on the same test images. "
         f"Settings: {settings.lr_schedule} schedule (x{settings.lr_step_gamma} every "
         f"{settings.lr_step_epochs} epochs), dropout {settings.dropout}, up to {settings.max_epochs} epochs "
-        f"({settings.head_epochs} for a head on cached features), seed {settings.seed}.",
+        f"({settings.head_epochs} for a head on cached features), patience {settings.patience}, "
+        f"seed {settings.seed}.",
         "",
         "| row | weights from | test accuracy | 95% CI (Wilson) | majority baseline | macro-F1 | time (s) "
         "| peak memory (MiB) | epochs |",
