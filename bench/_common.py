@@ -112,6 +112,8 @@ def pooled_accuracy(per_file: Sequence[tuple[float, int]]) -> list[str]:
 
     hits = sum(round(accuracy * n) for accuracy, n in per_file)
     n = sum(n for _, n in per_file)
+    if n == 0:
+        return ["0", "-", "-", ""]
     low, high = wilson_interval(hits, n)
     per_seed = " ".join(f"{accuracy:.3f}" for accuracy, _ in per_file)
     return [str(n), f"{hits / n:.3f}", f"{low:.3f}-{high:.3f}", per_seed]

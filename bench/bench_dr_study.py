@@ -290,7 +290,8 @@ def main() -> None:
     )
     print(f"total {time.perf_counter() - started:.0f} s")
     write_json(
-        RESULTS_DIR / ("dr_study_quick.json" if args.quick else f"dr_study{args.tag}_fold{args.fold}.json"),
+        RESULTS_DIR
+        / (f"dr_study{args.tag}_quick.json" if args.quick else f"dr_study{args.tag}_fold{args.fold}.json"),
         {
             "machine": facts,
             "fold": args.fold,
