@@ -43,7 +43,7 @@ from PIL import Image, ImageDraw
 
 from _common import RESULTS_DIR, describe, machine_facts, print_table, write_json
 from ewaste_vision.collect.clean import BackboneFeatures, CleanReport, CleanSettings, clean_folder
-from ewaste_vision.collect.outliers import MAD_TO_SD, local_similarity
+from ewaste_vision.collect.outliers import local_similarity
 from ewaste_vision.data.dedup import group_duplicates, image_fingerprints
 from ewaste_vision.data.images import expand_image_paths
 from ewaste_vision.hardware import configure_threads
@@ -63,6 +63,10 @@ PLANTS = {
     "not_image": 2,
 }
 SWEEP_MADS = (1.5, 1.75, 2.0, 2.5, 3.0)
+
+
+MAD_TO_SD = 1.4826
+"""MAD x this estimates the standard deviation of normally distributed values (the rules compared)."""
 
 
 def clean_pools(pools: dict[str, list[Path]], min_side: int) -> dict[str, list[Path]]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import tempfile
 import time
@@ -152,8 +153,6 @@ POOLED_ROWS = {
 
 def pool(files: list[Path]) -> None:
     """Correct answers summed over several seeds' results files (each its own data and split)."""
-    import json
-
     results = [json.loads(f.read_text()) for f in files]
     table = []
     for name, (key, inner) in POOLED_ROWS.items():
@@ -202,8 +201,6 @@ def main() -> None:
     slow_s = time.perf_counter() - started
     assert slow is not None
     ms = inference_ms(work / "fast", 2 if args.quick else 5)
-
-    import json
 
     stream_metrics = {m: json.loads((streams[m] / "metrics.json").read_text()) for m in streams}
     header = ["mode", "n test", "accuracy", "95% CI", "majority baseline", "ms / sample", "train s"]

@@ -27,12 +27,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MAD_TO_SD = 1.4826
-"""MAD x this estimates the standard deviation of normally distributed values."""
-
 MIN_SPREAD = 0.0075
 """Floor for the spread (cosine units): near-identical photos must not flag a wobble (the floor of
-the per-class rule before, 0.005 x `MAD_TO_SD`)."""
+the per-class rule before: a median deviation of 0.005 x 1.4826, MAD to standard deviation)."""
 
 _BLOCK_ROWS = 1024
 """Rows of the similarity matrix computed at once: memory stays ~4 MB x class size / 1000."""

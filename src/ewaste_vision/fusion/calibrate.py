@@ -58,11 +58,18 @@ def validation_logits(
     return torch.cat(rgb), torch.cat(xray), torch.cat(labels)
 
 
+def fusion_layer_logits(
+    weight: torch.Tensor, bias: torch.Tensor, g_rgb: torch.Tensor, g_xray: torch.Tensor
+) -> torch.Tensor:
+    """A fusion layer's logits [N, C] from its weight [C, 2C] and bias [C] (any device: the result
+    is on the streams' logits' device) and the two classification layers' logits [N, C]."""
+    return F.linear(torch.cat([g_rgb, g_xray], dim=1), weight.to(g_rgb), bias.to(g_rgb))
+
+
 def expert_logits(fusion: torch.nn.Linear, g_rgb: torch.Tensor, g_xray: torch.Tensor) -> torch.Tensor:
     """The three experts' logits [3, N, C] on the CPU: the fusion layer, the RGB and the X-ray layer."""
     with torch.no_grad():
-        weight, bias = fusion.weight.detach().float().cpu(), fusion.bias.detach().float().cpu()
-        fused = F.linear(torch.cat([g_rgb, g_xray], dim=1), weight, bias)
+        fused = fusion_layer_logits(fusion.weight.detach(), fusion.bias.detach(), g_rgb, g_xray)
     return torch.stack([fused, g_rgb, g_xray])
 
 

@@ -10,6 +10,7 @@ import torch
 
 from ewaste_vision.data.records import ImageRecord
 from ewaste_vision.errors import DataError, UserError
+from ewaste_vision.fusion.calibrate import fusion_layer_logits
 from ewaste_vision.fusion.data import MODALITIES, PairedImages, read_pair_splits, read_paired_folders
 from ewaste_vision.fusion.pairing import missing_partners, plan_pairs
 from ewaste_vision.fusion.predictor import FusionPredictor
@@ -102,9 +103,8 @@ def _stage2_on_pairs(
     and stage 3's figures; nothing for runs made before stage 3 existed."""
     if not calibration or "stage2_fusion" not in calibration:
         return {}
-    weight = torch.tensor(calibration["stage2_fusion"]["weight"])  # [C, 2C]
-    bias = torch.tensor(calibration["stage2_fusion"]["bias"])  # [C]
-    fused = torch.cat([logits["rgb"], logits["xray"]], dim=1) @ weight.T + bias  # [N, C]
+    stage2 = {k: torch.tensor(v) for k, v in calibration["stage2_fusion"].items()}  # weight, bias
+    fused = fusion_layer_logits(stage2["weight"], stage2["bias"], logits["rgb"], logits["xray"])
     summary = {k: v for k, v in calibration.items() if k != "stage2_fusion"}
     return {"stage2_fusion_on_pairs": _accuracy(fused, targets), "calibration": summary}
 
